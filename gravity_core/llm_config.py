@@ -1,0 +1,100 @@
+"""Typed configuration of the model layer (recipe section `llm`).
+
+A recipe names one default backend and may override it per step (profile, scenarios,
+generate, judge...). Secrets never appear here: only the *name* of the environment
+variable or Prefect Secret block that holds the key.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+
+
+class RetryConfig(BaseModel):
+    """Retries of one logical call (the SDK's own retries are switched off)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_attempts: int = Field(5, ge=1, le=20, description="attempts per call, first included")
+    backoff_base_s: float = Field(0.5, ge=0.0, description="first backoff delay")
+    backoff_cap_s: float = Field(8.0, ge=0.0, description="longest backoff delay")
+    jitter: float = Field(0.25, ge=0.0, le=1.0, description="random extra delay, as a fraction")
+
+
+class LimitsConfig(BaseModel):
+    """Per-backend throttles so a large fan-out cannot stampede an endpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
+    requests_per_second: float | None = Field(None, gt=0, description="sustained request rate; null = unlimited")
+    use_prefect: bool = Field(True, description="use Prefect global concurrency/rate limits when an API is reachable")
+
+
+class BackendConfig(BaseModel):
+    """One chat backend."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["openai", "local", "fake"] = Field("local", description="which implementation")
+    model: str = Field(EMBEDDED_MODEL, description="model name, HF id, local folder, or the embedded alias")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint; null = api.openai.com")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key")
+    api_key_block: str | None = Field(None, description="Prefect Secret block holding the key (wins over env)")
+    adapter: str | None = Field(None, description="LoRA adapter folder applied on top (local backend)")
+    json_schema: Literal["auto", "on", "off"] = Field(
+        "auto", description="use response_format json_schema; auto = try, fall back once unsupported")
+    timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
+    torch_threads: int | None = Field(None, ge=1, description="local backend: torch threads (null = cores)")
+    fake_script: str | None = Field(None, description="fake backend: name of a registered script")
+    retry: RetryConfig = RetryConfig()
+    limits: LimitsConfig = LimitsConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> "BackendConfig":
+        if self.backend == "fake" and not self.fake_script:
+            raise ValueError("backend 'fake' needs fake_script")
+        return self
+
+
+class StepOverride(BaseModel):
+    """Fields a step may override on the default backend (unset = inherit)."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["openai", "local", "fake"] | None = None
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_key_block: str | None = None
+    adapter: str | None = None
+    json_schema: Literal["auto", "on", "off"] | None = None
+    fake_script: str | None = None
+
+
+Price = tuple[float, float]
+
+
+class LLMConfig(BaseModel):
+    """Recipe section `llm`: default backend, per-step overrides, cache, prices, re-asks."""
+
+    model_config = ConfigDict(extra="forbid")
+    default: BackendConfig = BackendConfig()
+    steps: dict[str, StepOverride] = Field(default_factory=dict, description="per-step overrides, by step name")
+    cache_dir: str = Field(".gravity/cache", description="request cache + converted models; stable across runs")
+    max_reasks: int = Field(2, ge=0, le=10, description="re-asks with the validation error before quarantine")
+    prices_per_mtok: dict[str, Price] = Field(
+        default_factory=lambda: {"gpt-4o": (2.50, 10.00), "gpt-4o-mini": (0.15, 0.60)},
+        description="USD per million (input, output) tokens, by model name; others cost 0")
+
+    def for_step(self, step: str) -> BackendConfig:
+        """The backend config a step uses: the default with that step's overrides applied."""
+        override = self.steps.get(step)
+        if override is None:
+            return self.default
+        changes = {k: v for k, v in override.model_dump().items() if v is not None}
+        return BackendConfig.model_validate({**self.default.model_dump(), **changes})
+
+    def cost_usd(self, model: str, input_tokens: int, output_tokens: int) -> float:
+        """Cost from the price table; models not listed (local, self-hosted) cost 0."""
+        price_in, price_out = self.prices_per_mtok.get(model, (0.0, 0.0))
+        return (input_tokens * price_in + output_tokens * price_out) / 1e6

@@ -1,0 +1,1 @@
+"""User profiles (GRAVITY section 3.2): demographics, interests, values, personality."""

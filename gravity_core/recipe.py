@@ -1,0 +1,110 @@
+"""Recipes: one YAML file, one typed config per stage, strict keys, `--set` overrides.
+
+Parsing is pure: callers pass the YAML text. Unknown keys are errors naming the key.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gravity_core.cohort import CohortConfig
+from gravity_core.llm_config import LLMConfig
+from gravity_core.profile.config import ProfilesConfig
+from gravity_core.stage_configs import GenerateConfig, PairsConfig, ScenariosConfig
+
+PACKAGE_PREFIX = "package:"
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used, with a message naming the offending key."""
+
+
+class RunConfig(BaseModel):
+    """Recipe section `run`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("gravity", description="run name, recorded in the manifest")
+    seed: int = Field(0, description="global seed for every sampled choice")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (null = all cores)")
+
+
+class DataConfig(BaseModel):
+    """Recipe section `data`: where the Amazon Reviews 2023 files are."""
+
+    model_config = ConfigDict(extra="forbid")
+    reviews: list[str] = Field(..., min_length=1, description="review files (.jsonl, .jsonl.gz, .parquet); 'package:' = bundled")
+    meta: list[str] = Field(..., min_length=1, description="item-metadata files, same formats")
+    users: str | None = Field(None, description="known user attributes (csv/jsonl: user_id,country,age,gender)")
+
+
+class BanksConfig(BaseModel):
+    """Recipe section `banks`: which knowledge-bank rows a run uses."""
+
+    model_config = ConfigDict(extra="forbid")
+    seed_statements: str = Field("package:banks/seed_statements.jsonl", description="seed value statements file")
+    personality_items: str = Field("package:banks/personality_items.jsonl", description="situational-judgement bank")
+    genres: str = Field("package:banks/genres.yaml", description="genre taxonomy")
+    trait_release: str | None = Field(None, description="local TRAIT release file to add to the personality bank")
+    big5chat_release: str | None = Field(None, description="local Big5Chat release file to add")
+    seed_limit: int | None = Field(None, ge=1, le=150, description="balanced subset of seeds; null = all 150")
+
+
+class Recipe(BaseModel):
+    """A whole experiment. Each section is its own typed config."""
+
+    model_config = ConfigDict(extra="forbid")
+    run: RunConfig = RunConfig()
+    data: DataConfig
+    banks: BanksConfig = BanksConfig()
+    cohort: CohortConfig = CohortConfig()
+    llm: LLMConfig = LLMConfig()
+    profiles: ProfilesConfig = ProfilesConfig()
+    scenarios: ScenariosConfig = ScenariosConfig()
+    pairs: PairsConfig = PairsConfig()
+    train: dict[str, Any] = Field(default_factory=dict, description="TRL DPOConfig fields + GRAVITY extras; checked by training.config")
+    generate: GenerateConfig = GenerateConfig()
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` overrides (value parsed as YAML) to a raw recipe dict."""
+    result = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"override {item!r} is not key=value")
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"override {key!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return result
+
+
+def _describe(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}'")
+        else:
+            lines.append(f"'{key}': {e['msg']}")
+    return f"recipe {source}: " + "; ".join(lines)
+
+
+def parse_recipe(text: str, overrides: list[str] | None = None, source: str = "<text>") -> Recipe:
+    """YAML text (+ overrides) to a validated `Recipe`; errors name the offending key."""
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe {source}: invalid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {source}: top level must be a mapping")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(_describe(exc, source)) from exc

@@ -1,0 +1,1 @@
+"""DPO/SFT training (GRAVITY section 3.4)."""

@@ -1,0 +1,46 @@
+"""Training config: TRL's own `DPOConfig`, extended with only what GRAVITY adds.
+
+Imported lazily (TRL takes seconds to import); the recipe keeps `train:` as a mapping and
+`parse_train_config` validates it, naming any unknown key.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from trl import DPOConfig
+
+from gravity_core.recipe import RecipeError
+
+
+@dataclasses.dataclass
+class GravityDPOConfig(DPOConfig):
+    """TRL DPOConfig + the base model, LoRA/QLoRA settings and the training method."""
+
+    base_model: str = dataclasses.field(default="smollm2-135m-instruct", metadata={"help": "model to tune"})
+    method: Literal["dpo", "sft"] = dataclasses.field(default="dpo", metadata={"help": "dpo (GRAVITY) or sft"})
+    lora_r: int = dataclasses.field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = dataclasses.field(default=32, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = dataclasses.field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_target_modules: str = dataclasses.field(default="all-linear", metadata={"help": "LoRA targets"})
+    quantization: Literal["none", "4bit"] = dataclasses.field(default="none", metadata={"help": "4bit = QLoRA"})
+
+
+def check_train_keys(raw: dict[str, Any]) -> None:
+    """Unknown keys in the recipe's `train:` mapping are errors naming each key.
+
+    Separate from construction: TrainingArguments also checks the hardware (a bf16 recipe
+    cannot be constructed on a CPU machine, but its keys can still be checked there)."""
+    known = {f.name for f in dataclasses.fields(GravityDPOConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise RecipeError(f"unknown key(s) in 'train': {', '.join('train.' + k for k in unknown)}")
+
+
+def parse_train_config(raw: dict[str, Any]) -> GravityDPOConfig:
+    """Validate and build the training config (keys first, then TRL's own checks)."""
+    check_train_keys(raw)
+    try:
+        return GravityDPOConfig(**raw)
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"'train': {exc}") from exc

@@ -1,0 +1,166 @@
+"""ModelClient: the one door every model call goes through.
+
+Cache lookup, throttling, retries with backoff, structured-output re-asks, the ledger and
+the model-output quarantine. Backends only implement one attempt (`ChatBackend.complete`).
+"""
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, TypeVar
+
+from gravity_core.llm import (
+    ChatBackend, ChatReply, ChatRequest, Message, ModelCallError, UnsupportedFeature,
+    backoff_seconds, request_key,
+)
+from gravity_core.llm_config import BackendConfig, LLMConfig
+from tasks.llm.ledger import Ledger, LedgerRow
+from tasks.llm.limits import Limiter
+
+T = TypeVar("T")
+
+
+class StructuredOutputError(Exception):
+    """The model never produced a valid reply within the re-ask budget."""
+
+    def __init__(self, message: str, raw: str, attempts: int):
+        super().__init__(message)
+        self.raw = raw
+        self.attempts = attempts
+
+
+@dataclass
+class QuarantineSink:
+    """Model outputs that failed validation: stage, user, item, reason, raw text."""
+
+    rows: list[dict] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, **row) -> None:
+        with self._lock:
+            self.rows.append(row)
+
+    def take(self) -> list[dict]:
+        with self._lock:
+            rows, self.rows = self.rows, []
+        return rows
+
+
+REASK_TEMPLATE = ("Your previous reply was not valid: {error}\n"
+                  "Reply again with only the corrected JSON, matching the requested format exactly.")
+
+
+class ModelClient:
+    """A backend plus everything around it. Thread-safe; shared by a stage's tasks."""
+
+    def __init__(self, backend: ChatBackend, cfg: BackendConfig, llm: LLMConfig, cache, ledger: Ledger,
+                 quarantine: QuarantineSink | None = None, sleep: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None):
+        self.backend = backend
+        self.cfg = cfg
+        self.llm = llm
+        self.cache = cache
+        self.ledger = ledger
+        self.quarantine = quarantine or QuarantineSink()
+        self.limiter = Limiter(cfg.limits, backend.identity.backend)
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._count_lock = threading.Lock()
+        self.calls_made = 0
+        self.calls_cached = 0
+        self.structured_items = 0
+        self.structured_valid_first_try = 0
+
+    def _attempt_loop(self, request: ChatRequest) -> tuple[ChatReply, int]:
+        retry = self.cfg.retry
+        for attempt in range(1, retry.max_attempts + 1):
+            try:
+                with self.limiter.slot():
+                    return self.backend.complete(request), attempt
+            except UnsupportedFeature:
+                raise
+            except ModelCallError as exc:
+                if not exc.retryable or attempt == retry.max_attempts:
+                    raise ModelCallError(f"{exc} (after {attempt} attempt(s))", retryable=False,
+                                         status=exc.status, kind=exc.kind) from exc
+                delay = backoff_seconds(attempt, retry.backoff_base_s, retry.backoff_cap_s,
+                                        retry.jitter * self._rng.random(), exc.retry_after_s)
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    def complete(self, request: ChatRequest, *, stage: str, user_id: str | None = None,
+                 item_id: str | None = None, reasks: int = 0) -> ChatReply:
+        """One logical call: served from cache or made (with retries), always ledgered."""
+        identity = self.backend.identity
+        key = request_key(identity, request)
+        started = time.monotonic()
+        reply = self.cache.get(key)
+        cached, attempts, status = reply is not None, 0, "ok"
+        try:
+            if reply is None:
+                reply, attempts = self._attempt_loop(request)
+                self.cache.put(key, reply, identity.backend, identity.model)
+        except ModelCallError as exc:
+            status = f"error: {exc.kind}"
+            raise
+        finally:
+            self._record(request, key, reply, stage, user_id, item_id, cached, attempts, reasks,
+                         status, time.monotonic() - started)
+        return reply
+
+    def _record(self, request, key, reply, stage, user_id, item_id, cached, attempts, reasks, status, latency):
+        identity = self.backend.identity
+        with self._count_lock:
+            if cached:
+                self.calls_cached += 1
+            else:
+                self.calls_made += 1
+        tokens_in = reply.input_tokens if reply else 0
+        tokens_out = reply.output_tokens if reply else 0
+        self.ledger.record(LedgerRow(
+            run_id=self.ledger.run_id, stage=stage, user_id=user_id, item_id=item_id,
+            backend=identity.backend, model=identity.model, adapter=identity.adapter,
+            prompt=f"{request.prompt_name}@{request.prompt_version}", request_key=key,
+            input_tokens=tokens_in, output_tokens=tokens_out, cached=cached, attempts=attempts,
+            reasks=reasks, status=status, latency_s=round(latency, 4), ts=time.time(),
+            cost_usd=0.0 if cached else self.llm.cost_usd(identity.model, tokens_in, tokens_out)))
+
+    def stats(self) -> dict:
+        """Calls made / served from cache, and the first-try validity of structured replies."""
+        with self._count_lock:
+            items = self.structured_items
+            return {"calls_made": self.calls_made, "calls_cached": self.calls_cached,
+                    "structured_items": items,
+                    "first_try_valid_rate": (self.structured_valid_first_try / items) if items else None}
+
+    def structured(self, request: ChatRequest, parse: Callable[[str], T], *, stage: str,
+                   user_id: str | None = None, item_id: str | None = None) -> T:
+        """Call, parse; on a parse error re-ask with the error, up to `max_reasks` times.
+
+        Exhausted: the raw text goes to the quarantine and `StructuredOutputError` is raised,
+        so the caller fails that item only.
+        """
+        current, last_error, text = request, "", ""
+        for reask in range(self.llm.max_reasks + 1):
+            reply = self.complete(current, stage=stage, user_id=user_id, item_id=item_id, reasks=reask)
+            text = reply.text
+            try:
+                value = parse(text)
+                with self._count_lock:
+                    self.structured_items += 1
+                    self.structured_valid_first_try += int(reask == 0)
+                return value
+            except (ValueError, KeyError, TypeError) as exc:
+                last_error = str(exc)[:500]
+                current = current.model_copy(update={"messages": current.messages + (
+                    Message(role="assistant", content=text),
+                    Message(role="user", content=REASK_TEMPLATE.format(error=last_error)))})
+        with self._count_lock:
+            self.structured_items += 1
+        self.quarantine.add(stage=stage, user_id=user_id, item_id=item_id, prompt=request.prompt_name,
+                            reason=last_error, raw_text=text, attempts=self.llm.max_reasks + 1)
+        raise StructuredOutputError(f"{stage}: invalid output for {user_id or '-'}/{item_id or '-'} "
+                                    f"after {self.llm.max_reasks + 1} tries: {last_error}", text,
+                                    self.llm.max_reasks + 1)

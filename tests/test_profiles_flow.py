@@ -1,0 +1,103 @@
+"""The profile flow with the scripted fake: fan-out, failure isolation, caches across runs."""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from gravity_core.profile.facets import expected_calls
+from gravity_core.recipe import parse_recipe
+from tasks.llm.fake import register_script, schema_fill
+from tasks.llm.ledger import read_ledger
+
+pytestmark = pytest.mark.slow
+GENRES = ["mystery_thriller", "romance", "fantasy", "self_help"]
+
+
+def _fail_marked_user(request):
+    if request.output_schema and "FAILME" in request.messages[0].content + request.messages[-1].content:
+        return "I would rather not answer in JSON."
+    return schema_fill(request)
+
+
+register_script("fail-marked-user", _fail_marked_user)
+
+
+def write_ingest(run_dir: Path, n_users: int = 4, marked: str | None = None) -> None:
+    ingest = run_dir / "ingest"
+    ingest.mkdir(parents=True)
+    reviews = []
+    for u in range(n_users):
+        for i in range(12):
+            text = f"User {u} liked book {i}; a story of family and courage." + (" FAILME" if f"u{u}" == marked else "")
+            reviews.append({"review_id": f"r{u}-{i}", "user_id": f"u{u}", "parent_asin": f"B{i % 8}",
+                            "rating": 5.0, "title": "Good", "text": text, "timestamp": 1_600_000_000_000 + i})
+    pl.DataFrame(reviews).write_parquet(ingest / "reviews.parquet")
+    pl.DataFrame({"parent_asin": [f"B{i}" for i in range(8)], "title": [f"Book {i}" for i in range(8)],
+                  "genre": [GENRES[i % 4] for i in range(8)]}).write_parquet(ingest / "books.parquet")
+    users = pl.DataFrame({"user_id": [f"u{u}" for u in range(n_users)], "country": ["USA", "Brazil", "Japan", "India"][:n_users],
+                          "age": [25, None, 70, 40][:n_users], "gender": ["female", "male", None, "male"][:n_users]},
+                         schema={"user_id": pl.String, "country": pl.String, "age": pl.Int64, "gender": pl.String})
+    users.write_parquet(ingest / "users.parquet")
+    users.select("user_id", "country").with_columns(pl.lit(12).alias("n_reviews")).write_parquet(ingest / "cohort.parquet")
+
+
+def recipe(tmp_path, script="schema-fill", seeds=30, k=25):
+    text = f"""
+data: {{reviews: [x], meta: [y]}}
+banks: {{seed_limit: {seeds}}}
+llm: {{default: {{backend: fake, fake_script: {script}, model: scripted}}, cache_dir: "{tmp_path / 'cache'}"}}
+profiles: {{values_batch_size: {k}}}
+"""
+    return parse_recipe(text)
+
+
+def ctx(run_dir):
+    from tasks.stage import RunContext
+    return RunContext(run_dir=str(run_dir), run_id=uuid.uuid4().hex[:8], recipe_name="t", recipe_hash="h")
+
+
+def test_profiles_for_every_user_then_fully_cached(prefect_harness, tmp_path):
+    from flows.profiles import profiles_flow
+    run_dir = tmp_path / "run"
+    write_ingest(run_dir)
+    rec = recipe(tmp_path)
+    state = profiles_flow(rec, ctx(run_dir), return_state=True)
+    assert state.is_completed(), state.message
+    profiles = pl.read_parquet(run_dir / "profiles" / "profiles.parquet")
+    assert profiles.height == 4 and profiles["profile_version"].n_unique() == 4
+    stances = pl.read_parquet(run_dir / "profiles" / "stances.parquet")
+    assert stances.group_by("user_id").len()["len"].to_list() == [30] * 4
+    assert set(stances["stance"]) <= {"support", "no support", "neutral"}
+    profile = json.loads((run_dir / "profiles" / "users" / "u1.json").read_text())
+    assert profile["demographics"]["sources"]["age"] == "inferred:llm" and profile["demographics"]["age_bin"]
+    assert profile["provenance"]["prompts"]["profile_values"] == "1" and profile["provenance"]["review_ids"]
+    ledger = read_ledger(run_dir)
+    per_user = ledger.filter(pl.col("stage") == "profiles.values").group_by("user_id").len()
+    assert per_user["len"].to_list() == [expected_calls(30, 25)] * 4
+    manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]["profiles"]
+    assert manifest["status"] == "completed" and manifest["model_calls"]["made"] == ledger.height
+
+    second = profiles_flow(rec, ctx(run_dir), return_state=True)
+    assert second.is_completed()
+    assert read_ledger(run_dir).height == ledger.height  # no new calls at all
+    again = json.loads((run_dir / "manifest.json").read_text())["stages"]["profiles"]
+    assert again["model_calls"] == {"made": 0, "cached": 0}
+
+
+def test_one_failing_user_is_isolated_and_reported(prefect_harness, tmp_path):
+    from flows.profiles import profiles_flow
+    run_dir = tmp_path / "run"
+    write_ingest(run_dir, marked="u2")
+    state = profiles_flow(recipe(tmp_path, script="fail-marked-user", seeds=10, k=5), ctx(run_dir), return_state=True)
+    assert state.is_failed() and "1 of 4" in state.message
+    assert pl.read_parquet(run_dir / "profiles" / "profiles.parquet")["user_id"].to_list() == ["u0", "u1", "u3"]
+    failures = pl.read_parquet(run_dir / "profiles" / "failures.parquet")
+    assert failures["user_id"].to_list() == ["u2"] and "invalid output" in failures["reason"][0]
+    quarantine = pl.read_parquet(run_dir / "quarantine" / "profiles_model_outputs.parquet")
+    assert set(quarantine["user_id"]) == {"u2"} and quarantine["raw_text"][0].startswith("I would rather")
+    manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]["profiles"]
+    assert manifest["status"] == "partial" and manifest["failures"][0]["item"] == "u2"

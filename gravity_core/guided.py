@@ -22,7 +22,7 @@ class Ops(Protocol):
         """Append fixed text to the model's context."""
 
     def choose(self, options: list[str]) -> int:
-        """Index of the most likely continuation among `options` (appended afterwards by the walk)."""
+        """Index of the most likely continuation among `options`; the chosen one is appended."""
 
     def write_string(self, max_tokens: int) -> str:
         """Generate string contents up to the closing quote (not included)."""
@@ -53,9 +53,10 @@ def _walk(schema: dict, root: dict, ops: Ops, string_tokens: int) -> Any:
     if "enum" in schema or "const" in schema:
         options = schema.get("enum", [schema.get("const")])
         texts = [json.dumps(o, ensure_ascii=False) for o in options]
-        index = ops.choose(texts) if len(texts) > 1 else 0
-        ops.feed(texts[index])
-        return options[index]
+        if len(texts) == 1:
+            ops.feed(texts[0])
+            return options[0]
+        return options[ops.choose(texts)]
     kind = schema.get("type")
     if kind == "boolean":
         return _walk({"enum": [True, False]}, root, ops, string_tokens)

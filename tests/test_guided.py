@@ -17,7 +17,9 @@ class ScriptedOps:
         self.fed.append(text)
 
     def choose(self, options):
-        return self.picks.pop(0)
+        index = self.picks.pop(0)
+        self.fed.append(options[index])
+        return index
 
     def write_string(self, max_tokens):
         return self.strings.pop(0)

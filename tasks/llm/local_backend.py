@@ -60,60 +60,72 @@ def resolve_model_path(model: str, cache_dir: Path) -> str:
 
 
 class _Guided:
-    """`gravity_core.guided.Ops` over a KV cache: feed, choose by likelihood, write strings."""
+    """`gravity_core.guided.Ops` over a KV cache.
+
+    Fixed text is buffered and sent in one forward pass when logits are next needed. `choose`
+    is greedy decoding over the options' token trie: shared tokens are fed, and at each point
+    where options diverge the most likely next token decides (one forward per choice).
+    """
 
     def __init__(self, backend: "LocalBackend", prompt_ids: list[int], temperature: float, seed: int | None):
         self.b = backend
         self.cache = None
-        self.generated = 0
+        self.pending: list[int] = list(prompt_ids)
+        self.generated = -len(prompt_ids)
         self.gen = torch.Generator().manual_seed(seed or 0)
         self.temperature = temperature
-        self._forward(prompt_ids)
+        self._recent: list[int] = []
 
-    def _forward(self, ids: list[int]) -> torch.Tensor:
-        out = self.b.model(input_ids=torch.tensor([ids]), past_key_values=self.cache, use_cache=True)
-        self.cache = out.past_key_values
-        self.logits = out.logits[0, -1]
-        return out.logits[0]
+    def _sync(self) -> torch.Tensor:
+        if self.pending:
+            out = self.b.model(input_ids=torch.tensor([self.pending]), past_key_values=self.cache, use_cache=True)
+            self.cache, self.logits = out.past_key_values, out.logits[0, -1]
+            self.generated += len(self.pending)
+            self.pending = []
+        return self.logits
 
     def feed(self, text: str) -> None:
-        ids = self.b.tokenizer.encode(text, add_special_tokens=False)
-        if ids:
-            self.generated += len(ids)
-            self._forward(ids)
+        self.pending += self.b.tokenizer.encode(text, add_special_tokens=False)
 
     def choose(self, options: list[str]) -> int:
-        prefix_logits = self.logits
-        first = torch.log_softmax(prefix_logits, -1)
-        scores = []
-        for option in options:
-            ids = self.b.tokenizer.encode(option, add_special_tokens=False)
-            total = first[ids[0]].item()
-            if len(ids) > 1:
-                steps = torch.log_softmax(self._forward(ids[:-1]), -1)
-                total += sum(steps[i, ids[i + 1]].item() for i in range(len(ids) - 1))
-                self.cache.crop(-(len(ids) - 1))  # back to the shared prefix
-                self.logits = prefix_logits
-            scores.append(total / len(ids))  # mean log-prob: no bias toward short labels
-        return max(range(len(options)), key=scores.__getitem__)
+        seqs = {i: self.b.tokenizer.encode(o, add_special_tokens=False) for i, o in enumerate(options)}
+        depth = 0
+        while len(seqs) > 1:
+            heads = {i: ids[depth] for i, ids in seqs.items() if depth < len(ids)}
+            if len(set(heads.values())) == 1 and len(heads) == len(seqs):
+                self.pending.append(next(iter(heads.values())))  # shared token: feed and go deeper
+                depth += 1
+                continue
+            logprobs = torch.log_softmax(self._sync(), -1)
+            best = max(set(heads.values()), key=lambda t: logprobs[t].item())
+            seqs = {i: ids for i, ids in seqs.items() if heads.get(i) == best}
+            self.pending.append(best)
+            depth += 1
+        (index, ids), = seqs.items()
+        self.pending += ids[depth:]
+        return index
 
     def write_string(self, max_tokens: int) -> str:
         pieces: list[str] = []
+        eos = self.b.tokenizer.eos_token_id
         for step in range(max_tokens):
-            logits = self.logits.clone()
+            logits = self._sync().clone()
             if step == 0:
                 logits[self.b.quote_ids] = float("-inf")  # no empty strings
-                logits[self.b.tokenizer.eos_token_id] = float("-inf")
+                logits[eos] = float("-inf")
+            for token in set(self._recent):
+                logits[token] -= 1.5  # damp the loops small models fall into
             token = self._pick(logits)
             text = self.b.tokenizer.decode([token])
-            if token == self.b.tokenizer.eos_token_id or '"' in text:
-                head = text.split('"')[0] if token != self.b.tokenizer.eos_token_id else ""
+            if token == eos or '"' in text:
+                head = "" if token == eos else text.split('"')[0]
                 pieces.append(head)
                 self.feed(head)
                 break
             pieces.append(text)
-            self.generated += 1
-            self._forward([token])
+            self._recent = (self._recent + [token])[-32:]
+            self.pending.append(token)
+        self._recent = []
         return "".join(pieces).strip()
 
     def _pick(self, logits: torch.Tensor) -> int:
@@ -170,7 +182,8 @@ class LocalBackend:
     def _guided(self, request: ChatRequest, ids: list[int]) -> ChatReply:
         ops = _Guided(self, ids, request.params.temperature, request.params.seed)
         text = guided_json(request.output_schema, ops, string_tokens=request.params.max_tokens)
-        return ChatReply(text=text, input_tokens=len(ids), output_tokens=ops.generated)
+        ops.pending = []  # the closing text needs no forward pass
+        return ChatReply(text=text, input_tokens=len(ids), output_tokens=max(ops.generated, 0))
 
     def _generate(self, request: ChatRequest, ids: list[int]) -> ChatReply:
         params = request.params

@@ -100,6 +100,47 @@ def profiles(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = Set
 
 
 @app.command()
+def scenarios(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
+    """Generate the shared scenario pool: N scenario pairs per seed statement."""
+    rec = load_recipe(recipe, set_)
+    prepare_environment(rec)
+    from flows.scenarios import scenarios_flow
+    _finish(scenarios_flow(rec, context(rec, out), return_state=True), out)
+
+
+@app.command()
+def pairs(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
+    """Assemble every user's preference pairs and export them for TRL (needs profiles + scenarios)."""
+    rec = load_recipe(recipe, set_)
+    prepare_environment(rec)
+    from flows.pairs import pairs_flow
+    _finish(pairs_flow(rec, context(rec, out), return_state=True), out)
+
+
+@app.command()
+def train(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt,
+          resume: bool = typer.Option(False, help="continue from the last complete checkpoint in RUN_DIR/train")):
+    """DPO-train one LoRA adapter on all users' pairs (TRL), then score the held-out split."""
+    rec = load_recipe(recipe, set_)
+    prepare_environment(rec)
+    from flows.train import train_flow
+    _finish(train_flow(rec, context(rec, out), resume=resume, return_state=True), out)
+
+
+@app.command()
+def generate(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt,
+             adapter: Optional[Path] = typer.Option(None, help="LoRA adapter (default: RUN_DIR/train/adapter if present)")):
+    """Write personalized book descriptions for every user's target books."""
+    rec = load_recipe(recipe, set_)
+    prepare_environment(rec)
+    from flows.generate import generate_flow
+    default = out / "train" / "adapter"
+    chosen = adapter or (default if (default / "adapter_config.json").exists() else None)
+    _finish(generate_flow(rec, context(rec, out), adapter=str(chosen.resolve()) if chosen else None,
+                          return_state=True), out)
+
+
+@app.command()
 def run(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
     """The main job: every implemented stage as one Prefect flow of subflows."""
     rec = load_recipe(recipe, set_)
@@ -127,6 +168,18 @@ def ledger(run_dir: Path = typer.Argument(..., help="a run directory")):
         return
     for title, table in totals(frame).items():
         typer.echo(f"\n{title}\n{table}")
+
+
+@app.command()
+def agreement(run_dir: Path = typer.Argument(..., help="a run directory with profiles"),
+              truth: str = typer.Option("package:sample/ground_truth.json", help="planted ground truth JSON")):
+    """Agreement of the run's profiles with planted ground truth (stances, OCEAN, genres, inferred demographics)."""
+    from gravity_core.profile.agreement import agreement as score
+    from tasks.resources import resolve_path
+    profiles = [json.loads(p.read_text()) for p in sorted((run_dir / "profiles" / "users").glob("*.json"))]
+    result = score(profiles, json.loads(resolve_path(truth).read_text())["users"])
+    (run_dir / "profiles" / "agreement.json").write_text(json.dumps(result, indent=2))
+    typer.echo(json.dumps(result, indent=2))
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 
 from prefect import flow, unmapped
-from prefect.states import Completed, Failed
 
 from gravity_core.recipe import Recipe
 from tasks.fanout import pick, settle
@@ -15,7 +14,7 @@ from tasks.profiles import (
     summarize_user,
 )
 from tasks.resources import load_prompt
-from tasks.stage import RunContext, finish_stage
+from tasks.stage import RunContext, finish_stage, outcome
 
 
 @flow(name="gravity-profiles")
@@ -52,6 +51,4 @@ def profiles_flow(recipe: Recipe, ctx: RunContext):
                             "users": f"{out}/users", "failures": f"{out}/failures.parquet"},
                  rows={**rows, "ok": rows["profiles"], "seeds": len(seeds)}, clients=[client], failures=failures,
                  notes={"values_batch_size": cfg.values_batch_size, "seed_statements_version": seeds_version})
-    if failures:
-        return Failed(message=f"{len(failures)} of {len(users)} user profiles failed; see profiles/failures.parquet")
-    return Completed(message=f"{rows['profiles']} profiles")
+    return outcome(failures, len(users), recipe.run.max_failed_fraction, "user profiles", f"{rows['profiles']} profiles")

@@ -181,18 +181,25 @@ def _grouped(items: Iterable[T], key, rng: random.Random) -> list[list[T]]:
     return ordered
 
 
-def select_seeds(seeds: Sequence[SeedStatement], limit: int | None, seed: int) -> list[SeedStatement]:
-    """A deterministic subset balanced across sources, then topics (round-robin); bank order kept."""
+def select_seeds(seeds: Sequence[SeedStatement], limit: int | None, seed: int,
+                 include: Sequence[str] = ()) -> list[SeedStatement]:
+    """A deterministic subset balanced across sources, then topics (round-robin); bank order kept.
+
+    Ids in `include` are always kept (they count toward `limit`); unknown ids are an error."""
+    unknown = sorted(set(include) - {s.id for s in seeds})
+    if unknown:
+        raise ValueError(f"unknown seed statement ids: {unknown}")
     if limit is None:
         return list(seeds)
     if limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     rng = random.Random(seed)
+    rest = [s for s in seeds if s.id not in set(include)]
     per_source = [
         _round_robin(_grouped(group, lambda s: s.topic, rng))
-        for group in _grouped(seeds, lambda s: s.source, rng)
+        for group in _grouped(rest, lambda s: s.source, rng)
     ]
-    chosen = {s.id for s in _round_robin(per_source)[:limit]}
+    chosen = set(include) | {s.id for s in _round_robin(per_source)[: max(limit - len(include), 0)]}
     return [s for s in seeds if s.id in chosen]
 
 

@@ -28,6 +28,8 @@ class RunConfig(BaseModel):
     name: str = Field("gravity", description="run name, recorded in the manifest")
     seed: int = Field(0, description="global seed for every sampled choice")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (null = all cores)")
+    max_failed_fraction: float = Field(0.0, ge=0, le=1, description="share of failed items (users, seeds) a stage "
+                                       "may have and still count as completed; failures are always recorded")
 
 
 class DataConfig(BaseModel):
@@ -49,6 +51,7 @@ class BanksConfig(BaseModel):
     trait_release: str | None = Field(None, description="local TRAIT release file to add to the personality bank")
     big5chat_release: str | None = Field(None, description="local Big5Chat release file to add")
     seed_limit: int | None = Field(None, ge=1, le=150, description="balanced subset of seeds; null = all 150")
+    include_seeds: list[str] = Field(default_factory=list, description="seed ids always in the subset")
 
 
 class Recipe(BaseModel):

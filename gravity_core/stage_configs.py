@@ -16,6 +16,8 @@ class ScenariosConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pairs_per_seed: int = Field(3, ge=1, le=10, description="scenario pairs per seed (paper: 3)")
     max_tokens: int = Field(400, ge=32, description="generation cap per scenario call")
+    max_chars: int = Field(400, ge=60, description="longest scenario, in characters")
+    pool_dir: str = Field(".gravity/pool", description="shared pool folder, reused by all users and later runs")
     temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature")
 
 
@@ -43,4 +45,3 @@ class GenerateConfig(BaseModel):
     max_tokens: int = Field(200, ge=16, description="description length cap in tokens")
     temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature")
     top_p: float = Field(0.9, gt=0, le=1, description="nucleus mass")
-    batch_size: int = Field(4, ge=1, description="prompts per batched generate call")

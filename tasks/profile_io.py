@@ -29,7 +29,7 @@ def load_seeds(banks: BanksConfig, seed: int) -> tuple[list[SeedStatement], str]
     """The recipe's (balanced) subset of seed statements and the bank version."""
     from gravity_core.banks import parse_seed_statements
     text = read_bank_text("seed_statements", resolve_path(banks.seed_statements))
-    return select_seeds(parse_seed_statements(text), banks.seed_limit, seed), bank_version(text)
+    return select_seeds(parse_seed_statements(text), banks.seed_limit, seed, banks.include_seeds), bank_version(text)
 
 
 @task(name="write-profiles")

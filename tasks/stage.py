@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from gravity_core.manifest import StageRecord
@@ -41,7 +42,7 @@ def model_calls(clients: list[ModelClient]) -> dict[str, int]:
     return {"made": sum(s["calls_made"] for s in stats), "cached": sum(s["calls_cached"] for s in stats)}
 
 
-@task(name="record-stage")
+@task(name="record-stage", cache_policy=NO_CACHE)
 def finish_stage(ctx: RunContext, stage: str, started: float, artifacts: dict[str, str], rows: dict[str, int],
                  clients: list[ModelClient] | None = None, failures: dict[str, str] | None = None,
                  notes: dict | None = None) -> StageRecord:
@@ -72,3 +73,20 @@ def _validity(clients: list[ModelClient]) -> dict:
     items = sum(s["structured_items"] for s in stats)
     valid = sum(s["first_try_valid_rate"] * s["structured_items"] for s in stats)
     return {"structured_items": items, "first_try_valid_rate": round(valid / items, 4)}
+
+
+def outcome(failures: dict[str, str], total: int, tolerance: float, what: str, done: str):
+    """Completed when the failed share is within the recipe's tolerance, else Failed; the
+    message always carries the failure count (never a silent Completed)."""
+    from prefect.states import Completed, Failed
+    if not failures:
+        return Completed(message=done)
+    message = f"{len(failures)} of {total} {what} failed"
+    if len(failures) <= tolerance * total:
+        return Completed(message=f"{done}; {message} (within run.max_failed_fraction={tolerance})")
+    return Failed(message=f"{message}; see the manifest")
+
+
+def worst(*states):
+    """The first non-completed state (partial stages make the run non-successful), else the last."""
+    return next((s for s in states if not s.is_completed()), states[-1])

@@ -235,3 +235,13 @@ def write_rows(path, rows: list[dict]) -> None:
         path.write_text(json.dumps({"Openness": rows}))
     else:
         path.write_text("\n".join(json.dumps(r) for r in rows))
+
+
+def test_select_seeds_always_keeps_included_ids():
+    from gravity_core.banks import select_seeds
+    from tasks.bank_io import load_seed_statements
+    seeds = load_seed_statements()
+    chosen = select_seeds(seeds, 30, 0, include=["wvs-001", "sch-01"])
+    assert len(chosen) == 30 and {"wvs-001", "sch-01"} <= {s.id for s in chosen}
+    with pytest.raises(ValueError, match="unknown seed"):
+        select_seeds(seeds, 30, 0, include=["nope"])

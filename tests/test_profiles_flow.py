@@ -36,8 +36,11 @@ def write_ingest(run_dir: Path, n_users: int = 4, marked: str | None = None) -> 
             reviews.append({"review_id": f"r{u}-{i}", "user_id": f"u{u}", "parent_asin": f"B{i % 8}",
                             "rating": 5.0, "title": "Good", "text": text, "timestamp": 1_600_000_000_000 + i})
     pl.DataFrame(reviews).write_parquet(ingest / "reviews.parquet")
-    pl.DataFrame({"parent_asin": [f"B{i}" for i in range(8)], "title": [f"Book {i}" for i in range(8)],
-                  "genre": [GENRES[i % 4] for i in range(8)]}).write_parquet(ingest / "books.parquet")
+    asins = [f"B{i}" for i in range(12)]
+    pl.DataFrame({"parent_asin": asins, "title": [f"Book {i}" for i in range(12)],
+                  "genre": [GENRES[i % 4] for i in range(8)] + ["horror", "cookbooks", "history", "mystery_thriller"],
+                  "description": [f"A gripping story number {i}." for i in range(12)],
+                  "average_rating": [4.5] * 12}).write_parquet(ingest / "books.parquet")
     users = pl.DataFrame({"user_id": [f"u{u}" for u in range(n_users)], "country": ["USA", "Brazil", "Japan", "India"][:n_users],
                           "age": [25, None, 70, 40][:n_users], "gender": ["female", "male", None, "male"][:n_users]},
                          schema={"user_id": pl.String, "country": pl.String, "age": pl.Int64, "gender": pl.String})
@@ -45,10 +48,13 @@ def write_ingest(run_dir: Path, n_users: int = 4, marked: str | None = None) -> 
     users.select("user_id", "country").with_columns(pl.lit(12).alias("n_reviews")).write_parquet(ingest / "cohort.parquet")
 
 
-def recipe(tmp_path, script="schema-fill", seeds=30, k=25):
+def recipe(tmp_path, script="schema-fill", seeds=30, k=25, extra=""):
     text = f"""
 data: {{reviews: [x], meta: [y]}}
 banks: {{seed_limit: {seeds}}}
+scenarios: {{pairs_per_seed: 2, pool_dir: "{tmp_path / 'pool'}"}}
+pairs: {{items_per_trait: 4, heldout_fraction: 0.2, eval_fraction: 0.2}}
+{extra}
 llm: {{default: {{backend: fake, fake_script: {script}, model: scripted}}, cache_dir: "{tmp_path / 'cache'}"}}
 profiles: {{values_batch_size: {k}}}
 """

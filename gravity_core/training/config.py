@@ -24,6 +24,7 @@ class GravityDPOConfig(DPOConfig):
     lora_dropout: float = dataclasses.field(default=0.05, metadata={"help": "LoRA dropout"})
     lora_target_modules: str = dataclasses.field(default="all-linear", metadata={"help": "LoRA targets"})
     quantization: Literal["none", "4bit"] = dataclasses.field(default="none", metadata={"help": "4bit = QLoRA"})
+    heldout_eval_rows: int = dataclasses.field(default=200, metadata={"help": "held-out pairs scored after training"})
 
 
 def check_train_keys(raw: dict[str, Any]) -> None:

@@ -110,6 +110,27 @@ class ModelClient:
                          status, time.monotonic() - started)
         return reply
 
+    def complete_many(self, requests: list[ChatRequest], *, stage: str, user_id: str | None = None,
+                      item_ids: list[str] | None = None) -> list[ChatReply]:
+        """Several calls; cache misses go to the backend in one batch when it can batch
+        (`complete_batch`), else one by one. Each call is cached and ledgered on its own."""
+        batch = getattr(self.backend, "complete_batch", None)
+        item_ids = item_ids or [None] * len(requests)
+        keys = [request_key(self.backend.identity, r) for r in requests]
+        missing = [i for i, k in enumerate(keys) if self.cache.get(k) is None]
+        if batch is not None and len(missing) > 1:
+            started = time.monotonic()
+            with self.limiter.slot():
+                replies = batch([requests[i] for i in missing])
+            share = (time.monotonic() - started) / len(missing)
+            for i, reply in zip(missing, replies):
+                self.cache.put(keys[i], reply, self.backend.identity.backend, self.backend.identity.model)
+                self._record(requests[i], keys[i], reply, stage, user_id, item_ids[i], False, 1, 0, "ok", share)
+            done = set(missing)
+            return [self.complete(r, stage=stage, user_id=user_id, item_id=item_ids[i]) if i not in done
+                    else self.cache.get(keys[i]) for i, r in enumerate(requests)]
+        return [self.complete(r, stage=stage, user_id=user_id, item_id=item_ids[i]) for i, r in enumerate(requests)]
+
     def _record(self, request, key, reply, stage, user_id, item_id, cached, attempts, reasks, status, latency):
         identity = self.backend.identity
         with self._count_lock:

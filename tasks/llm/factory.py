@@ -1,10 +1,11 @@
 """Builds backends and clients from recipe configs (called by flows and the CLI)."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from gravity_core.llm import ChatBackend
-from gravity_core.llm_config import BackendConfig, LLMConfig
+from gravity_core.llm_config import BackendConfig, LLMConfig, StepOverride
 from tasks.llm.cache import RequestCache
 from tasks.llm.client import ModelClient, QuarantineSink
 from tasks.llm.ledger import Ledger
@@ -22,10 +23,22 @@ def build_backend(cfg: BackendConfig, cache_dir: Path) -> ChatBackend:
         from tasks.llm.fake import FakeBackend
         return FakeBackend(cfg.fake_script, model=cfg.model)
     from tasks.llm.local_backend import LocalBackend
-    key = (cfg.model, cfg.adapter, str(Path(cache_dir).resolve()))
+    tag = adapter_tag(cfg.adapter) if cfg.adapter else None
+    key = (cfg.model, tag, str(Path(cache_dir).resolve()))
     if key not in _LOCAL_MODELS:
-        _LOCAL_MODELS[key] = LocalBackend(cfg, cache_dir)
+        _LOCAL_MODELS[key] = LocalBackend(cfg, cache_dir, adapter_tag=tag)
     return _LOCAL_MODELS[key]
+
+
+def adapter_tag(adapter: str) -> str:
+    """'<folder>@<content hash>' of a LoRA adapter folder (its weights and config)."""
+    folder = Path(adapter)
+    if not (folder / "adapter_config.json").exists():
+        raise FileNotFoundError(f"no LoRA adapter at {folder} (adapter_config.json missing)")
+    digest = hashlib.sha256()
+    for name in sorted(p.name for p in folder.iterdir() if p.name.startswith("adapter_")):
+        digest.update((folder / name).read_bytes())
+    return f"{folder.resolve()}@{digest.hexdigest()[:12]}"
 
 
 def build_client(llm: LLMConfig, step: str, run_dir: Path | None, run_id: str,
@@ -36,3 +49,15 @@ def build_client(llm: LLMConfig, step: str, run_dir: Path | None, run_id: str,
     backend = build_backend(cfg, cache_dir)
     return ModelClient(backend, cfg, llm, RequestCache(cache_dir / "requests.sqlite"),
                        ledger or Ledger(run_dir, run_id), quarantine)
+
+
+def generation_llm(llm: LLMConfig, adapter: str | None) -> LLMConfig:
+    """The recipe's model layer with the trained adapter set on the `generate` step (local backends;
+    an OpenAI-compatible server such as vLLM serves the adapter under its own model name instead)."""
+    if adapter is None or llm.for_step("generate").backend != "local":
+        return llm
+    steps = dict(llm.steps)
+    current = steps.get("generate")
+    steps["generate"] = (current.model_copy(update={"adapter": adapter}) if current
+                         else StepOverride(adapter=adapter))
+    return llm.model_copy(update={"steps": steps})

@@ -123,9 +123,9 @@ class _Guided:
                 self.feed(head)
                 break
             pieces.append(text)
-            self._recent = (self._recent + [token])[-32:]
+            # Kept across the strings of one reply, so a second field does not copy the first.
+            self._recent = (self._recent + [token])[-64:]
             self.pending.append(token)
-        self._recent = []
         return "".join(pieces).strip()
 
     def _pick(self, logits: torch.Tensor) -> int:
@@ -138,9 +138,11 @@ class _Guided:
 class LocalBackend:
     """A transformers causal LM in this process."""
 
-    def __init__(self, cfg: BackendConfig, cache_dir: Path):
+    def __init__(self, cfg: BackendConfig, cache_dir: Path, adapter_tag: str | None = None):
         self.cfg = cfg
-        self.identity = BackendIdentity(backend="local", model=cfg.model, adapter=cfg.adapter)
+        # The adapter's content hash is part of the identity: retraining into the same folder
+        # must not serve replies cached for the old weights.
+        self.identity = BackendIdentity(backend="local", model=cfg.model, adapter=adapter_tag or cfg.adapter)
         self.cache_dir = Path(cache_dir)
         self._lock = threading.Lock()
         self._loaded = False
@@ -178,6 +180,32 @@ class LocalBackend:
                 return self._generate(request, ids)
         except torch.OutOfMemoryError as exc:
             raise ModelCallError(f"out of memory: {exc}", retryable=False, kind="oom") from None
+
+    def complete_batch(self, requests: list[ChatRequest]) -> list[ChatReply]:
+        """Free-text requests with the same sampling parameters in one left-padded `generate`."""
+        if len({r.params for r in requests}) > 1 or any(r.output_schema for r in requests):
+            return [self.complete(r) for r in requests]
+        self.load()
+        params = requests[0].params
+        with self._lock, torch.inference_mode():
+            prompts = [self._prompt_ids(r) for r in requests]
+            width = max(map(len, prompts))
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+            torch.manual_seed(params.seed or 0)
+            sample = params.temperature > 0
+            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=params.max_tokens,
+                                      do_sample=sample, temperature=params.temperature if sample else None,
+                                      top_p=params.top_p if sample else None, pad_token_id=pad)
+        return [self._reply(p, row[width:].tolist(), params.max_tokens) for p, row in zip(prompts, out)]
+
+    def _reply(self, prompt: list[int], new: list[int], max_tokens: int) -> ChatReply:
+        eos = self.tokenizer.eos_token_id
+        new = new[: new.index(eos) + 1] if eos in new else new
+        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        return ChatReply(text=text, input_tokens=len(prompt), output_tokens=len(new),
+                         finish_reason="length" if len(new) >= max_tokens else "stop")
 
     def _guided(self, request: ChatRequest, ids: list[int]) -> ChatReply:
         ops = _Guided(self, ids, request.params.temperature, request.params.seed)

@@ -1,0 +1,1 @@
+"""Preference data (GRAVITY section 3.3): scenario pool, interest, value and personality pairs."""

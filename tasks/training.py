@@ -1,0 +1,121 @@
+"""DPO (and SFT) training with TRL + PEFT LoRA/QLoRA (GRAVITY section 3.4).
+
+`train_adapter` is a plain function so that it runs the same under Prefect (one process) and
+under `accelerate launch` with DeepSpeed (one process per GPU, see `tasks/train_main.py`).
+With `peft_config`, TRL's reference model is the base with the adapter disabled: no second copy.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from datasets import Dataset, load_from_disk
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from gravity_core.training.card import last_complete_checkpoint, model_card, sft_kwargs
+from gravity_core.training.config import GravityDPOConfig, parse_train_config
+from tasks.llm.local_backend import resolve_model_path
+
+TRAIN_COLUMNS = ["prompt", "chosen", "rejected"]
+
+
+class MetricsFile(TrainerCallback):
+    """Every logged step (loss, rewards/chosen, rewards/rejected, margins, accuracies...) as a JSON line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and state.is_world_process_zero:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+def load_base(cfg: GravityDPOConfig, cache_dir: Path):
+    """Base model + tokenizer: bf16 on CUDA when asked, 4-bit NF4 (QLoRA) when the recipe says so."""
+    path = resolve_model_path(cfg.base_model, cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    cuda = torch.cuda.is_available()
+    kwargs: dict = {"dtype": torch.bfloat16 if cuda and cfg.bf16 else torch.float32}
+    if cfg.quantization == "4bit":
+        if not cuda:
+            raise RuntimeError("train.quantization=4bit (QLoRA) needs a CUDA GPU; use 'none' on CPU")
+        from transformers import BitsAndBytesConfig
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if cfg.quantization == "4bit":
+        from peft import prepare_model_for_kbit_training
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    return model, tokenizer
+
+
+def lora_config(cfg: GravityDPOConfig) -> LoraConfig:
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+
+
+def _splits(data_dir: Path) -> tuple[Dataset, Dataset | None]:
+    data = load_from_disk(str(data_dir))
+    train = data["train"].select_columns(TRAIN_COLUMNS)
+    evaluation = data["eval"].select_columns(TRAIN_COLUMNS) if data["eval"].num_rows else None
+    return train, evaluation
+
+
+def _sft_rows(dataset: Dataset) -> Dataset:
+    """Chosen responses only (paper 4.4, SFT variant): prompt turns + the chosen turn."""
+    return dataset.map(lambda row: {"messages": row["prompt"] + row["chosen"]},
+                       remove_columns=dataset.column_names)
+
+
+def _trainer(cfg: GravityDPOConfig, model, tokenizer, train, evaluation, callbacks):
+    if cfg.method == "sft":
+        import dataclasses
+        from trl import SFTConfig, SFTTrainer
+        args = SFTConfig(**sft_kwargs(cfg, {f.name for f in dataclasses.fields(SFTConfig)}))
+        return SFTTrainer(model=model, args=args, train_dataset=_sft_rows(train),
+                          eval_dataset=_sft_rows(evaluation) if evaluation is not None else None,
+                          processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=callbacks)
+    from trl import DPOTrainer
+    return DPOTrainer(model=model, args=cfg, train_dataset=train, eval_dataset=evaluation,
+                      processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=callbacks)
+
+
+def resume_point(checkpoints: Path) -> str | None:
+    if not checkpoints.is_dir():
+        return None
+    listing = {d.name: [f.name for f in d.iterdir()] for d in checkpoints.iterdir() if d.is_dir()}
+    name = last_complete_checkpoint(listing)
+    return str(checkpoints / name) if name else None
+
+
+def train_adapter(raw_cfg: dict, data_dir: Path, out_dir: Path, cache_dir: Path, resume: bool = False,
+                  callbacks: list | None = None, run_id: str = "", facets: dict[str, int] | None = None) -> dict:
+    """Train one LoRA adapter on the exported pairs; save it with a model card. Returns a summary."""
+    cfg = parse_train_config({**raw_cfg, "output_dir": str(out_dir / "checkpoints")})
+    started = time.time()
+    model, tokenizer = load_base(cfg, cache_dir)
+    train, evaluation = _splits(data_dir)
+    trainer = _trainer(cfg, model, tokenizer, train, evaluation,
+                       [MetricsFile(out_dir / "metrics.jsonl"), *(callbacks or [])])
+    checkpoint = resume_point(out_dir / "checkpoints") if resume else None
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    adapter = out_dir / "adapter"
+    trainer.save_model(str(adapter))
+    tokenizer.save_pretrained(str(adapter))
+    metrics = {**result.metrics, "train_rows": train.num_rows, "resumed_from": checkpoint}
+    if trainer.args.process_index == 0:
+        hyper = {k: getattr(cfg, k) for k in ("beta", "learning_rate", "lr_scheduler_type", "warmup_steps",
+                                               "weight_decay", "optim", "per_device_train_batch_size",
+                                               "gradient_accumulation_steps", "num_train_epochs", "max_steps",
+                                               "lora_r", "lora_alpha", "lora_dropout", "quantization", "seed")}
+        (adapter / "README.md").write_text(model_card(cfg.base_model, cfg.method, facets or {}, hyper, metrics, run_id))
+    return {"adapter": str(adapter), "metrics": metrics, "seconds": round(time.time() - started, 1),
+            "steps": trainer.state.global_step, "method": cfg.method}

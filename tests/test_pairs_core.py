@@ -1,0 +1,128 @@
+"""Preference-pair assembly on small frames: labels, exclusions, ablations, splits, TRL shape."""
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from gravity_core.pairs import assemble
+from gravity_core.pairs.build import assign_splits, build_pairs, counts, profile_prefixes
+from gravity_core.pairs.genres import distinct_frame, least_similar
+from gravity_core.pairs.scenarios import parse_scenarios, pool_frame
+from gravity_core.stage_configs import PairsConfig
+from tasks.resources import load_prompt
+
+STANCES = pl.LazyFrame({"user_id": ["u1", "u1", "u1"], "seed_id": ["s1", "s2", "s3"],
+                        "stance": ["support", "no support", "neutral"]})
+POOL = pl.LazyFrame({"scenario_id": ["s1#0", "s2#0", "s3#0"], "seed_id": ["s1", "s2", "s3"],
+                     "aligned": ["A1", "A2", "A3"], "contradicting": ["C1", "C2", "C3"]})
+SEEDS = pl.LazyFrame({"seed_id": ["s1", "s2", "s3"], "statement": ["x", "y", "z"]})
+ITEMS = pl.LazyFrame({"item_id": ["O1", "N1"], "trait": ["openness", "neuroticism"], "style": ["scenario", "dialogue"],
+                      "situation": ["sit", "A friend says: hi"], "high_response": ["H", "HN"], "low_response": ["L", "LN"]})
+LEVELS = pl.LazyFrame({"user_id": ["u1", "u1"], "trait": ["openness", "neuroticism"], "level": ["high", "low"]})
+GENRES = pl.LazyFrame({"genre": ["a", "b", "c"], "name": ["Alpha", "Beta", "Gamma"], "description": ["da", "db", "dc"]})
+BOOKS = pl.LazyFrame({"parent_asin": ["b1", "b2", "b3", "b4", "b5"], "title": ["T1", "T2", "T3", "T4", "T5"],
+                      "description": ["D1", "D2", "D3", "D4", "D5"], "genre": ["a", "a", "a", "c", "c"],
+                      "average_rating": [4.8, 4.5, 3.0, 4.9, 4.1]})
+INTERESTS = pl.LazyFrame({"user_id": ["u1", "u1"], "genre": ["a", "b"], "rank": [0, 1]})
+DISTINCT = pl.LazyFrame({"user_id": ["u1"], "distinct_genre": ["c"]})
+REVIEWED = pl.LazyFrame({"user_id": ["u1"], "parent_asin": ["b1"]})
+
+
+def test_value_pairs_follow_the_stance_and_omit_neutral():
+    pairs = assemble.value_pairs(STANCES, POOL, SEEDS).collect().sort("source_id")
+    assert pairs.select("source_id", "chosen", "rejected").rows() == [("s1#0", "A1", "C1"), ("s2#0", "C2", "A2")]
+    assert set(pairs["facet"]) == {"value"} and pairs["heldout_key"].to_list() == ["s1#0", "s2#0"]
+
+
+def test_personality_pairs_choose_the_matching_level():
+    pairs = assemble.personality_pairs(LEVELS, ITEMS).collect().sort("source_id")
+    assert pairs.select("source_id", "chosen", "rejected").rows() == [("N1", "LN", "HN"), ("O1", "H", "L")]
+    assert pairs.filter(pl.col("source_id") == "N1")["task"][0].endswith("Reply to them in your own words.")
+
+
+def test_category_pairs_contrast_interests_with_distinct_genres():
+    pairs = assemble.category_pairs(INTERESTS, DISTINCT, GENRES).collect().sort("source_id")
+    assert pairs["source_id"].to_list() == ["a>c", "b>c"]
+    assert pairs["chosen"][0] == "A Alpha book: da" and pairs["rejected"][0] == "A Gamma book: dc"
+
+
+def test_summary_pairs_use_highly_rated_unreviewed_books():
+    pairs = assemble.summary_pairs(INTERESTS, DISTINCT, BOOKS, REVIEWED, per_genre=5, min_rating=4.0).collect()
+    assert pairs["source_id"].to_list() == ["b2>b4"]  # b1 reviewed, b3 rated 3.0
+    assert pairs["chosen"][0] == "T2: D2" and pairs["rejected"][0] == "T4: D4"
+
+
+def test_least_similar_with_faiss():
+    vectors = np.array([[1, 0], [0.9, 0.1], [0, 1]], dtype=np.float32)
+    assert least_similar(vectors, ["a", "b", "c"], 1) == {"a": ["c"], "b": ["c"], "c": ["a"]}
+    interests = pl.DataFrame({"user_id": ["u", "u"], "genre": ["a", "d"], "rank": [0, 1]})
+    frame = distinct_frame(interests, {"a": ["d", "c", "b", "e"]}, 2)
+    assert frame["distinct_genre"].to_list() == ["c", "b"]  # own interest d skipped, then k=2
+
+
+def _inputs():
+    return {"interests": INTERESTS, "distinct": DISTINCT, "genres": GENRES, "books": BOOKS, "reviewed": REVIEWED,
+            "stances": STANCES, "pool": POOL, "seeds": SEEDS, "levels": LEVELS, "items": ITEMS}
+
+
+def _prefixes():
+    profile = {"user_id": "u1", "profile_version": "pv1", "demographics": "country: USA",
+               "value_summary": "Values family.", "traits": "high openness"}
+    return profile_prefixes([profile], load_prompt("gravity_training"))
+
+
+def test_build_pairs_conditions_on_the_profile_in_trl_format():
+    pairs = build_pairs(PairsConfig(heldout_fraction=0, eval_fraction=0), _inputs(), _prefixes(), "pool-1", 0)
+    assert pairs.height == 2 + 1 + 2 + 2
+    row = pairs.filter(pl.col("source_id") == "s1#0").row(0, named=True)
+    assert [m["role"] for m in row["prompt"]] == ["system", "user"]
+    assert "Values family." in row["prompt"][1]["content"] and row["prompt"][1]["content"].rstrip().endswith('"x"')
+    assert row["chosen_msgs"] == [{"role": "assistant", "content": row["chosen"]}]
+    assert (row["profile_version"], row["pool_version"]) == ("pv1", "pool-1")
+    assert counts(pairs)["per_user"]["u1"]["value"] == 2
+
+
+@pytest.mark.parametrize("cfg,missing", [
+    ({"drop_facets": ["value"]}, {"value"}),
+    ({"drop_facets": ["interest-category", "interest-summary"]}, {"interest-category", "interest-summary"}),
+    ({"drop_traits": ["openness", "neuroticism"]}, {"personality"}),
+])
+def test_ablation_switches(cfg, missing):
+    pairs = build_pairs(PairsConfig(**cfg), _inputs(), _prefixes(), "p", 0)
+    assert not missing & set(pairs["facet"]) and set(pairs["facet"])
+
+
+def test_single_trait_ablation_keeps_the_other_traits():
+    pairs = build_pairs(PairsConfig(drop_traits=["openness"]), _inputs(), _prefixes(), "p", 0)
+    assert pairs.filter(pl.col("facet") == "personality")["source_id"].to_list() == ["N1"]
+
+
+def test_heldout_split_takes_whole_scenarios_across_users():
+    n = 400
+    frame = pl.LazyFrame({"pair_id": [f"u{i % 20}|value|s{i // 20}" for i in range(n)],
+                          "heldout_key": [f"s{i // 20}" for i in range(n)]})
+    split = assign_splits(frame, PairsConfig(heldout_fraction=0.3, eval_fraction=0.2), 0).collect()
+    per_key = split.group_by("heldout_key").agg((pl.col("split") == "heldout").all().alias("all"),
+                                                (pl.col("split") == "heldout").any().alias("any"))
+    assert (per_key["all"] == per_key["any"]).all() and per_key["all"].any()
+    assert {"train", "eval", "heldout"} == set(split["split"])
+
+
+def test_scenario_parser_rejects_bad_pairs():
+    good = '{"pairs": [{"aligned": "I help.", "contradicting": "I refuse."}]}'
+    assert parse_scenarios(good, 1) == [{"aligned": "I help.", "contradicting": "I refuse."}]
+    with pytest.raises(ValueError, match="exactly 2"):
+        parse_scenarios(good, 2)
+    with pytest.raises(ValueError, match="same text"):
+        parse_scenarios('{"pairs": [{"aligned": "Same!", "contradicting": "same"}]}', 1)
+    with pytest.raises(ValueError, match="non-empty"):
+        parse_scenarios('{"pairs": [{"aligned": "", "contradicting": "x"}]}', 1)
+    with pytest.raises(ValueError, match="repeats"):
+        parse_scenarios('{"pairs": [{"aligned": "a", "contradicting": "b"}, {"aligned": "a", "contradicting": "c"}]}', 2)
+
+
+def test_pool_drops_pairs_repeated_across_seeds():
+    pool = pool_frame({"s1": [{"aligned": "a", "contradicting": "b"}], "s2": [{"aligned": "A", "contradicting": "B."}]},
+                      "v", "m", "1")
+    assert pool["scenario_id"].to_list() == ["s1#0"]

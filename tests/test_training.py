@@ -1,0 +1,84 @@
+"""Training on the embedded tiny model: a few DPO steps change the adapter, it reloads in the
+local backend and changes outputs; resume from a checkpoint ends where an uninterrupted run does."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset, DatasetDict
+from safetensors.torch import load_file
+
+from gravity_core.training.card import last_complete_checkpoint
+
+CACHE = Path(".gravity/cache")
+BASE = {"base_model": "smollm2-135m-instruct", "beta": 0.3, "learning_rate": 5e-3, "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.05, "weight_decay": 0.01, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
+        "max_steps": 4, "max_length": 96, "bf16": False, "use_cpu": True, "activation_checkpointing": False,
+        "report_to": "none", "logging_steps": 1, "save_steps": 2, "seed": 7, "lora_r": 4, "lora_alpha": 8,
+        "lora_dropout": 0.0, "dataloader_num_workers": 0}
+
+
+def turn(role, text):
+    return [{"role": role, "content": text}]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    rows = [{"prompt": turn("user", f"Reader profile: loves quiet stories. Describe book {i}."),
+             "chosen": turn("assistant", "A gentle, quiet story of a lighthouse keeper."),
+             "rejected": turn("assistant", "EXPLOSIONS! Car chases! Total chaos!")} for i in range(8)]
+    path = tmp_path_factory.mktemp("pairs") / "hf"
+    DatasetDict({"train": Dataset.from_list(rows), "eval": Dataset.from_list(rows[:2]),
+                 "heldout": Dataset.from_list(rows[:1])}).save_to_disk(str(path))
+    return path
+
+
+def test_last_complete_checkpoint_skips_half_written_saves():
+    listing = {"checkpoint-2": ["trainer_state.json", "adapter_model.safetensors"],
+               "checkpoint-4": ["adapter_model.safetensors"], "runs": []}
+    assert last_complete_checkpoint(listing) == "checkpoint-2"
+    assert last_complete_checkpoint({}) is None
+
+
+@pytest.mark.slow
+def test_dpo_steps_change_the_adapter_and_it_loads_for_generation(data_dir, tmp_path):
+    from gravity_core.llm import ChatRequest, Message, SamplingParams
+    from gravity_core.llm_config import BackendConfig
+    from tasks.llm.local_backend import LocalBackend
+    from tasks.training import train_adapter
+    summary = train_adapter(BASE, data_dir, tmp_path / "train", CACHE, facets={"value": 8})
+    adapter = Path(summary["adapter"])
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    lora_b = [t for name, t in weights.items() if "lora_B" in name]
+    assert lora_b and any(t.abs().sum() > 0 for t in lora_b)  # B starts at zero: training moved it
+    assert (tmp_path / "train" / "metrics.jsonl").read_text().count("rewards/margins") >= 4
+    assert "smollm2-135m-instruct" in (adapter / "README.md").read_text()
+    request = ChatRequest(messages=(Message(role="user", content="Describe book 3 for a reader who loves quiet stories."),),
+                          params=SamplingParams(max_tokens=24))
+    base = LocalBackend(BackendConfig(torch_threads=2), CACHE).complete(request).text
+    tuned = LocalBackend(BackendConfig(torch_threads=2, adapter=str(adapter)), CACHE).complete(request).text
+    assert tuned != base
+
+
+
+
+@pytest.mark.slow
+def test_resume_ends_with_the_same_parameters(data_dir, tmp_path):
+    from transformers import TrainerCallback
+
+    from tasks.training import train_adapter
+
+    class Stop(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= 2:
+                control.should_training_stop = True
+
+    straight = train_adapter(BASE, data_dir, tmp_path / "a", CACHE)
+    train_adapter(BASE, data_dir, tmp_path / "b", CACHE, callbacks=[Stop()])  # "killed" after step 2's checkpoint
+    resumed = train_adapter(BASE, data_dir, tmp_path / "b", CACHE, resume=True)
+    assert resumed["metrics"]["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 4
+    a = load_file(str(Path(straight["adapter"]) / "adapter_model.safetensors"))
+    b = load_file(str(Path(resumed["adapter"]) / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

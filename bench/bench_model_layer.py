@@ -70,6 +70,10 @@ def bench_overhead(n: int = 2000) -> None:
           f"(+{miss - base:.0f} us); cache hit {hit:.0f} us; ledger flush of {rows} rows {flush * 1e3:.1f} ms")
 
 
-if __name__ == "__main__":
+def main() -> None:
     bench_overhead()
     bench_local(threads=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -24,8 +24,8 @@ def pairs_flow(recipe: Recipe, ctx: RunContext) -> dict:
     seeds, _ = load_seeds(recipe.banks, recipe.run.seed)
     items = load_personality_items(resolve_path(recipe.banks.personality_items))
     result = build_and_export(ctx.run_dir, cfg, distinct, genres, seeds, items, recipe.run.seed)
-    finish_stage(ctx, "pairs", started, artifacts=result["paths"],
-                 rows={"pairs": result["rows"], **{f"facet:{k}": v for k, v in result["per_facet"].items()},
+    finish_stage(ctx, "pairs", started, artifacts={**result["paths"], "usersft": f"{ctx.run_dir}/pairs/usersft"},
+                 rows={"pairs": result["rows"], "usersft_examples": result["usersft_rows"], **{f"facet:{k}": v for k, v in result["per_facet"].items()},
                        **{f"split:{k}": v for k, v in result["per_split"].items()}},
                  notes={"per_user": result["per_user"], "ablations": {"drop_facets": cfg.drop_facets,
                                                                        "drop_traits": cfg.drop_traits}})

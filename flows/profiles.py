@@ -6,14 +6,14 @@ import time
 from prefect import flow, unmapped
 
 from gravity_core.recipe import Recipe
-from tasks.fanout import pick, settle
+from tasks.fanout import settle, settle_all, survivors
 from tasks.llm.factory import build_client
 from tasks.profile_io import load_seeds, load_user_inputs, write_profiles
 from tasks.profiles import (
     PROFILE_PROMPTS, infer_demographics, infer_interests, infer_personality, infer_values, model_key,
-    summarize_user,
+    provenance_models, summarize_user,
 )
-from tasks.resources import load_prompt
+from tasks.resources import prompt_versions
 from tasks.stage import RunContext, finish_stage, outcome
 
 
@@ -25,27 +25,20 @@ def profiles_flow(recipe: Recipe, ctx: RunContext):
     seeds, seeds_version = load_seeds(recipe.banks, recipe.run.seed)
     client = build_client(recipe.llm, "profile", ctx.run_dir, ctx.run_id)
     key = model_key(client)
-    ids = [u.user_id for u in users]
+    demographics, failed = settle([u.user_id for u in users],
+                                  infer_demographics.map(users, unmapped(cfg), unmapped(key), unmapped(client)))
+    ok, ok_ids, ok_demo = survivors(users, demographics)
+    # All facets are submitted before any is awaited, so they run concurrently.
+    futures = {"interests": infer_interests.map(ok, unmapped(cfg)),
+               "values": infer_values.map(ok, ok_demo, unmapped(seeds), unmapped(cfg), unmapped(key), unmapped(client)),
+               "personality": infer_personality.map(ok, ok_demo, unmapped(cfg), unmapped(key), unmapped(client)),
+               "summary": summarize_user.map(ok, ok_demo, unmapped(cfg), unmapped(key), unmapped(client))}
+    facets, failures = settle_all(ok_ids, futures)
+    facets["demographics"], failures = demographics, {**failures, **failed}
 
-    demographics, failed = settle(ids, infer_demographics.map(users, unmapped(cfg), unmapped(key), unmapped(client)))
-    ok = pick(users, ids, demographics)
-    ok_ids = [u.user_id for u in ok]
-    ok_demo = [demographics[i] for i in ok_ids]
-    interests, f1 = settle(ok_ids, infer_interests.map(ok, unmapped(cfg)))
-    values, f2 = settle(ok_ids, infer_values.map(ok, ok_demo, unmapped(seeds), unmapped(cfg), unmapped(key),
-                                                unmapped(client)))
-    personality, f3 = settle(ok_ids, infer_personality.map(ok, ok_demo, unmapped(cfg), unmapped(key),
-                                                           unmapped(client)))
-    summaries, f4 = settle(ok_ids, summarize_user.map(ok, ok_demo, unmapped(cfg), unmapped(key), unmapped(client)))
-    failures = {**f4, **f3, **f2, **f1, **failed}
-
-    identity = client.backend.identity
-    models = {"llm": f"{identity.backend}/{identity.model}" + (f"+{identity.adapter}" if identity.adapter else "")}
-    prompts = {name: load_prompt(name).version for name in PROFILE_PROMPTS}
     out = ctx.stage_dir("profiles")
-    rows = write_profiles(out, users, {"demographics": demographics, "interests": interests, "values": values,
-                                       "personality": personality, "summary": summaries},
-                          failures, models, prompts, {"seed_statements": seeds_version})
+    rows = write_profiles(out, users, facets, failures, provenance_models(client), prompt_versions(PROFILE_PROMPTS),
+                          {"seed_statements": seeds_version})
     finish_stage(ctx, "profiles", started,
                  artifacts={"profiles": f"{out}/profiles.parquet", "stances": f"{out}/stances.parquet",
                             "users": f"{out}/users", "failures": f"{out}/failures.parquet"},

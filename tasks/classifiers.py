@@ -21,10 +21,13 @@ def _scores(cfg: ClassifierConfig, text: str) -> dict[str, float]:
     return {cfg.label_map.get(r["label"], r["label"]): float(r["score"]) for r in rows}
 
 
-def hf_classify_label(cfg: ClassifierConfig, text: str) -> str:
-    """The top label after `label_map` (e.g. 'LABEL_0' -> 'young')."""
+def hf_classify_label(cfg: ClassifierConfig, text: str, allowed: tuple[str, ...]) -> str:
+    """The top label after `label_map` (e.g. 'LABEL_0' -> 'young'); it must be an allowed label."""
     scores = _scores(cfg, text)
-    return max(scores, key=scores.get)
+    label = max(scores, key=scores.get)
+    if label not in allowed:
+        raise ValueError(f"classifier {cfg.model} predicted {label!r}, not one of {list(allowed)}; set label_map")
+    return label
 
 
 def hf_classify_levels(cfg: ClassifierConfig, text: str) -> dict[str, str]:

@@ -17,6 +17,16 @@ def settle(keys: list[str], futures: list) -> tuple[dict[str, Any], dict[str, st
     return results, failures
 
 
+def settle_all(keys: list[str], futures: dict[str, list]) -> tuple[dict[str, dict], dict[str, str]]:
+    """`settle` for several mapped facets: ({facet: results by key}, first failure reason by key)."""
+    results, failures = {}, {}
+    for facet, facet_futures in futures.items():
+        results[facet], failed = settle(keys, facet_futures)
+        for key, reason in failed.items():
+            failures.setdefault(key, f"{facet}: {reason}")
+    return results, failures
+
+
 def _reason(state) -> str:
     try:
         state.result(raise_on_failure=True)
@@ -25,6 +35,8 @@ def _reason(state) -> str:
     return state.message or state.name
 
 
-def pick(items: list, keys: list[str], allowed) -> list:
-    """The items whose key is in `allowed` (users that survived an earlier facet)."""
-    return [item for item, key in zip(items, keys) if key in allowed]
+def survivors(users: list, results: dict[str, Any]) -> tuple[list, list[str], list]:
+    """The users an earlier facet succeeded for: (users, their ids, that facet's results)."""
+    kept = [u for u in users if u.user_id in results]
+    ids = [u.user_id for u in kept]
+    return kept, ids, [results[i] for i in ids]

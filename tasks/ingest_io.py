@@ -19,10 +19,11 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel
 
-from gravity_core import ingest
+from gravity_core import ingest, ingest_batch
 from gravity_core.banks import GenreTaxonomy
 from gravity_core.cohort import assign_genres
-from gravity_core.ingest import Kind, ParsedBatch
+from gravity_core.ingest import Kind
+from gravity_core.ingest_batch import ParsedBatch
 
 OUTPUT_NAMES: dict[str, str] = {"review": "reviews.parquet", "book": "books.parquet", "user": "users.parquet"}
 
@@ -105,11 +106,11 @@ def _batches(path: Path, kind: Kind, size: int) -> Iterator[tuple[ParsedBatch, i
         records = _chunks(_csv_records(path), size)
     else:
         for lines in _chunks(read_lines(path), size):
-            n_read = sum(not ingest.is_blank_line(text) for _, text in lines)
-            yield ingest.parse_jsonl_lines(lines, kind, path.name), n_read
+            n_read = sum(not ingest_batch.is_blank_line(text) for _, text in lines)
+            yield ingest_batch.parse_jsonl_lines(lines, kind, path.name), n_read
         return
     for batch in records:
-        yield ingest.validate_records(batch, kind, path.name), len(batch)
+        yield ingest_batch.validate_records(batch, kind, path.name), len(batch)
 
 
 def _write_part(rows: list[dict], schema: pl.Schema, path: Path) -> list[Path]:
@@ -149,7 +150,7 @@ def _finalise(kind: Kind, row_parts: list[Path], parts: Path, taxonomy: GenreTax
     """Stage the kind's parquet without later duplicates; return (staged, duplicates part, n duplicates)."""
     key = ingest.DEDUP_KEYS[kind]
     rows = _scan(row_parts, ingest.ROW_SCHEMAS[kind]).with_row_index("_pos")
-    dups = ingest.find_duplicates(rows.select("_pos", key, "source_file", "line_no"), key).collect()
+    dups = ingest_batch.find_duplicates(rows.select("_pos", key, "source_file", "line_no"), key).collect()
     kept = rows.filter(~pl.col("_pos").is_in(dups["_pos"].implode())).drop("_pos")
     columns = ingest.OUTPUT_COLUMNS[kind]
     if kind == "book":
@@ -157,7 +158,7 @@ def _finalise(kind: Kind, row_parts: list[Path], parts: Path, taxonomy: GenreTax
     staged = _sink_temp(kept.select(columns), parts, OUTPUT_NAMES[kind])
     dup_rows = rows.filter(pl.col("_pos").is_in(dups["_pos"].implode())).join(
         dups.lazy(), on="_pos", maintain_order="left")
-    dup_part = _sink_temp(ingest.duplicates_to_quarantine(dup_rows, kind), parts, f"{kind}-duplicates.parquet")
+    dup_part = _sink_temp(ingest_batch.duplicates_to_quarantine(dup_rows, kind), parts, f"{kind}-duplicates.parquet")
     return staged, dup_part, dups.height
 
 

@@ -12,6 +12,7 @@ from gravity_core.banks import PersonalityItem, SeedStatement
 from gravity_core.pairs.build import build_pairs, counts, profile_prefixes, profile_view, sample_items
 from gravity_core.pairs.genres import distinct_frame, genre_texts, least_similar
 from gravity_core.stage_configs import PairsConfig
+from gravity_core.training.usersft import usersft_messages
 from tasks.embeddings import embed
 from tasks.resources import load_prompt
 from tasks.rundir import write_parquet_atomic
@@ -62,7 +63,17 @@ def build_and_export(run_dir: str, cfg: PairsConfig, distinct: dict[str, list[st
     prefixes = profile_prefixes([profile_view(p) for p in profiles], load_prompt("gravity_training"))
     version = pool["pool_version"][0] if pool.height else "pool-empty"
     pairs = build_pairs(cfg, inputs, prefixes, version, seed)
-    return {**export(pairs, run / "pairs"), **counts(pairs)}
+    usersft = export_usersft(run, [p["user_id"] for p in profiles])
+    return {**export(pairs, run / "pairs"), **counts(pairs), "usersft_rows": usersft}
+
+
+def export_usersft(run: Path, users: list[str]) -> int:
+    """The UserSFT baseline's data (description -> the user's own review) as RUN_DIR/pairs/usersft."""
+    from datasets import Dataset, DatasetDict
+    rows = usersft_messages(pl.scan_parquet(run / "ingest" / "reviews.parquet"),
+                            pl.scan_parquet(run / "ingest" / "books.parquet"), users)
+    DatasetDict({"train": Dataset.from_polars(rows)}).save_to_disk(str(run / "pairs" / "usersft"))
+    return rows.height
 
 
 def _items_frame(items: list[PersonalityItem]) -> pl.DataFrame:

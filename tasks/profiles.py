@@ -18,11 +18,11 @@ from gravity_core.llm import SamplingParams
 from gravity_core.profile import facets
 from gravity_core.profile.config import ProfilesConfig
 from gravity_core.profile.records import (
-    Demographics, Interests, Personality, UserInput, Values, age_bin,
+    AGE_BINS, GENDERS, Demographics, Interests, Personality, UserInput, Values, age_bin,
 )
 from tasks.classifiers import hf_classify_levels, hf_classify_label
 from tasks.llm.client import ModelClient
-from tasks.resources import load_prompt
+from tasks.resources import load_prompt, prompt_versions
 
 PROFILE_PROMPTS = ("profile_values", "profile_value_summary", "profile_user_summary",
                    "profile_personality", "profile_demographics")
@@ -30,9 +30,14 @@ USER_CACHE = (INPUTS - "client") + TASK_SOURCE
 TASK_OPTS = dict(cache_policy=USER_CACHE, persist_result=True, retries=1, retry_delay_seconds=2)
 
 
+def provenance_models(client: ModelClient) -> dict[str, str]:
+    identity = client.backend.identity
+    return {"llm": f"{identity.backend}/{identity.model}" + (f"+{identity.adapter}" if identity.adapter else "")}
+
+
 def model_key(client: ModelClient) -> str:
     """What the cached results depend on besides the inputs: backend identity + prompt versions."""
-    prompts = {name: load_prompt(name).version for name in PROFILE_PROMPTS}
+    prompts = prompt_versions(PROFILE_PROMPTS)
     blob = json.dumps([client.backend.identity.model_dump(), prompts], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -53,9 +58,9 @@ def infer_demographics(user: UserInput, cfg: ProfilesConfig, model_key: str, cli
                "gender": "given" if user.gender else "unknown"}
     values = {"age_bin": age_bin(user.age) if user.age is not None else None, "gender": user.gender}
     text, _ = facets.fit_reviews(user.reviews, cfg)
-    for field, attr, conf in (("age_bin", "age", cfg.age), ("gender", "gender", cfg.gender)):
+    for field, attr, conf, allowed in (("age_bin", "age", cfg.age, AGE_BINS), ("gender", "gender", cfg.gender, GENDERS)):
         if values[field] is None and conf.backend == "hf":
-            values[field] = hf_classify_label(conf, text)
+            values[field] = hf_classify_label(conf, text, allowed)
             sources[attr] = "inferred:hf"
     missing = [f for f in ("age_bin", "gender") if values[f] is None]
     if missing:

@@ -28,3 +28,8 @@ def load_prompt(name: str) -> PromptTemplate:
     """The bundled prompt template `name` (file prompts/<name>.yaml)."""
     file = _PROMPTS / f"{name}.yaml"
     return parse_prompt(file.read_text(encoding="utf-8"), source=str(file))
+
+
+def prompt_versions(names: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """{prompt name: version} for provenance records."""
+    return {name: load_prompt(name).version for name in names}

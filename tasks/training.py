@@ -62,7 +62,11 @@ def lora_config(cfg: GravityDPOConfig) -> LoraConfig:
                       target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
 
 
-def _splits(data_dir: Path) -> tuple[Dataset, Dataset | None]:
+def _splits(data_dir: Path, cfg: GravityDPOConfig) -> tuple[Dataset, Dataset | None]:
+    """Train/eval datasets: the exported pairs, or (UserSFT) the users' own reviews beside them."""
+    if cfg.method == "sft" and cfg.sft_data == "user_reviews":
+        data = load_from_disk(str(data_dir.parent / "usersft"))
+        return data["train"].select_columns(["messages"]), None
     data = load_from_disk(str(data_dir))
     train = data["train"].select_columns(TRAIN_COLUMNS)
     evaluation = data["eval"].select_columns(TRAIN_COLUMNS) if data["eval"].num_rows else None
@@ -71,6 +75,8 @@ def _splits(data_dir: Path) -> tuple[Dataset, Dataset | None]:
 
 def _sft_rows(dataset: Dataset) -> Dataset:
     """Chosen responses only (paper 4.4, SFT variant): prompt turns + the chosen turn."""
+    if "messages" in dataset.column_names:
+        return dataset
     return dataset.map(lambda row: {"messages": row["prompt"] + row["chosen"]},
                        remove_columns=dataset.column_names)
 
@@ -102,7 +108,7 @@ def train_adapter(raw_cfg: dict, data_dir: Path, out_dir: Path, cache_dir: Path,
     cfg = parse_train_config({**raw_cfg, "output_dir": str(out_dir / "checkpoints")})
     started = time.time()
     model, tokenizer = load_base(cfg, cache_dir)
-    train, evaluation = _splits(data_dir)
+    train, evaluation = _splits(data_dir, cfg)
     trainer = _trainer(cfg, model, tokenizer, train, evaluation,
                        [MetricsFile(out_dir / "metrics.jsonl"), *(callbacks or [])])
     checkpoint = resume_point(out_dir / "checkpoints") if resume else None

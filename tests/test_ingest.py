@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from gravity_core import ingest
-from gravity_core.ingest import parse_jsonl_lines, validate_book, validate_review, validate_user
+from gravity_core.ingest import validate_book, validate_review, validate_user
+from gravity_core.ingest_batch import parse_jsonl_lines
 from tasks.bank_io import load_genre_taxonomy
 from tasks.ingest_io import ingest_files, read_lines
 

@@ -126,3 +126,19 @@ def test_pool_drops_pairs_repeated_across_seeds():
     pool = pool_frame({"s1": [{"aligned": "a", "contradicting": "b"}], "s2": [{"aligned": "A", "contradicting": "B."}]},
                       "v", "m", "1")
     assert pool["scenario_id"].to_list() == ["s1#0"]
+
+
+def test_usersft_examples_pair_descriptions_with_the_users_own_reviews():
+    from gravity_core.training.usersft import usersft_messages
+    reviews = pl.LazyFrame({"user_id": ["u1", "u2"], "parent_asin": ["b1", "b2"], "text": ["Loved it.", "Meh."]})
+    rows = usersft_messages(reviews, BOOKS, ["u1"])
+    assert rows["user_id"].to_list() == ["u1"]
+    [messages] = rows["messages"].to_list()
+    assert messages[0]["role"] == "user" and "D1" in messages[0]["content"] and "T1" in messages[0]["content"]
+    assert messages[1] == {"role": "assistant", "content": "Loved it."}
+
+
+def test_generation_targets_are_unreviewed_top_genre_books():
+    from gravity_core.generate import select_targets
+    targets = select_targets(BOOKS, INTERESTS, REVIEWED, k=5, min_rating=4.0)
+    assert targets["parent_asin"].to_list() == ["b2"]  # b1 reviewed, b3 low rated, b4/b5 not an interest

@@ -69,3 +69,9 @@ def test_step_override_inherits_the_default():
     judge = recipe.llm.for_step("judge")
     assert (judge.backend, judge.model) == ("openai", "gpt-4o-mini")
     assert recipe.llm.for_step("profile").model == "gpt-4o"
+
+
+def test_report_to_must_be_explicit():
+    from gravity_core.training.config import parse_train_config
+    with pytest.raises(RecipeError, match="report_to"):
+        parse_train_config({"use_cpu": True, "bf16": False})

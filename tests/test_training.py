@@ -82,3 +82,17 @@ def test_resume_ends_with_the_same_parameters(data_dir, tmp_path):
     b = load_file(str(Path(resumed["adapter"]) / "adapter_model.safetensors"))
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.mark.slow
+def test_sft_variant_on_user_reviews(tmp_path):
+    from tasks.training import train_adapter
+    run = tmp_path / "run" / "pairs"
+    rows = [{"messages": turn("user", f"Write your review of book {i}.") + turn("assistant", "Quiet and lovely.")}
+            for i in range(4)]
+    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(run / "usersft"))
+    cfg = {k: v for k, v in BASE.items() if k != "beta"}
+    summary = train_adapter({**cfg, "method": "sft", "sft_data": "user_reviews", "learning_rate": 1e-4, "max_steps": 2},
+                            run / "hf", tmp_path / "train", CACHE)
+    assert summary["method"] == "sft" and summary["steps"] == 2
+    assert (Path(summary["adapter"]) / "adapter_model.safetensors").exists()

@@ -67,7 +67,7 @@ def build_pairs(cfg: PairsConfig, inputs: dict[str, pl.LazyFrame], prefixes: pl.
     pairs = pl.concat(frames, how="vertical").unique("pair_id", keep="first", maintain_order=True)
     pairs = assemble.condition_on_profile(pairs, prefixes.lazy()).with_columns(
         pl.lit(pool_version).alias("pool_version"))
-    return assemble.to_trl(assign_splits(pairs, cfg, seed)).collect()
+    return assemble.to_trl(assign_splits(pairs, cfg, seed)).sort("pair_id").collect()
 
 
 def counts(pairs: pl.DataFrame) -> dict[str, object]:

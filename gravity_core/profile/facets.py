@@ -11,7 +11,7 @@ import re
 from collections import Counter
 
 from gravity_core.profile.config import ProfilesConfig
-from gravity_core.profile.records import AGE_BINS, STANCES, TRAITS, Interests, UserInput, UserReview
+from gravity_core.profile.records import AGE_BINS, GENDERS, STANCES, TRAITS, Interests, UserInput, UserReview
 
 
 def fit_reviews(reviews: tuple[UserReview, ...], cfg: ProfilesConfig) -> tuple[str, list[str]]:
@@ -91,7 +91,7 @@ def levels_schema() -> dict:
 
 
 def demographics_schema(fields: list[str]) -> dict:
-    options = {"age_bin": list(AGE_BINS), "gender": ["female", "male"]}
+    options = {"age_bin": list(AGE_BINS), "gender": list(GENDERS)}
     props = {f: {"type": "string", "enum": options[f]} for f in fields}
     return {"type": "object", "properties": props, "required": list(fields), "additionalProperties": False}
 
@@ -147,7 +147,7 @@ def parse_levels(text: str) -> dict[str, str]:
 def parse_demographics(text: str, fields: list[str]) -> dict[str, str]:
     """Reply -> the asked demographic fields with allowed labels."""
     obj = extract_json_object(text)
-    allowed = {"age_bin": AGE_BINS, "gender": ("female", "male")}
+    allowed = {"age_bin": AGE_BINS, "gender": GENDERS}
     result = {}
     for field in fields:
         label = _norm_label(obj.get(field, "")).replace("middle aged", "middle-aged")

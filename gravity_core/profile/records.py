@@ -14,6 +14,7 @@ Level = Literal["high", "low"]
 TRAITS: tuple[str, ...] = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
 AgeBin = Literal["young", "middle-aged", "senior"]
 AGE_BINS: tuple[str, ...] = ("young", "middle-aged", "senior")
+GENDERS: tuple[str, ...] = ("female", "male")
 AttributeSource = Literal["given", "inferred:llm", "inferred:hf", "unknown"]
 
 

@@ -25,6 +25,8 @@ class GravityDPOConfig(DPOConfig):
     lora_target_modules: str = dataclasses.field(default="all-linear", metadata={"help": "LoRA targets"})
     quantization: Literal["none", "4bit"] = dataclasses.field(default="none", metadata={"help": "4bit = QLoRA"})
     heldout_eval_rows: int = dataclasses.field(default=200, metadata={"help": "held-out pairs scored after training"})
+    sft_data: Literal["chosen", "user_reviews"] = dataclasses.field(
+        default="chosen", metadata={"help": "sft: chosen responses of the pairs, or the UserSFT baseline's own reviews"})
 
 
 def check_train_keys(raw: dict[str, Any]) -> None:
@@ -39,8 +41,12 @@ def check_train_keys(raw: dict[str, Any]) -> None:
 
 
 def parse_train_config(raw: dict[str, Any]) -> GravityDPOConfig:
-    """Validate and build the training config (keys first, then TRL's own checks)."""
+    """Validate and build the training config (keys first, then TRL's own checks).
+
+    `report_to` must be set explicitly: where metrics go is never left to a library default."""
     check_train_keys(raw)
+    if "report_to" not in raw:
+        raise RecipeError("'train.report_to' must be set explicitly (e.g. none, tensorboard, wandb, mlflow)")
     try:
         return GravityDPOConfig(**raw)
     except (TypeError, ValueError) as exc:

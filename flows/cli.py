@@ -68,6 +68,15 @@ def _finish(state, out: Path) -> None:
         raise typer.Exit(1)
 
 
+def _stage(recipe: Path, out: Path, overrides: list[str] | None, module: str, flow: str, **params) -> None:
+    """Load the recipe, prepare the environment, run one flow and report where everything is."""
+    import importlib
+    rec = load_recipe(recipe, overrides)
+    prepare_environment(rec)
+    flow_fn = getattr(importlib.import_module(module), flow)
+    _finish(flow_fn(rec, context(rec, out), return_state=True, **params), out)
+
+
 @app.command()
 def ingest(reviews: list[Path] = typer.Option(..., help="review file(s): .jsonl, .jsonl.gz, .parquet"),
            meta: list[Path] = typer.Option(..., help="item-metadata file(s)"),
@@ -93,60 +102,41 @@ def ingest(reviews: list[Path] = typer.Option(..., help="review file(s): .jsonl,
 @app.command()
 def profiles(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
     """Build every cohort user's profile (needs `ingest` in the same RUN_DIR)."""
-    rec = load_recipe(recipe, set_)
-    prepare_environment(rec)
-    from flows.profiles import profiles_flow
-    _finish(profiles_flow(rec, context(rec, out), return_state=True), out)
+    _stage(recipe, out, set_, "flows.profiles", "profiles_flow")
 
 
 @app.command()
 def scenarios(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
     """Generate the shared scenario pool: N scenario pairs per seed statement."""
-    rec = load_recipe(recipe, set_)
-    prepare_environment(rec)
-    from flows.scenarios import scenarios_flow
-    _finish(scenarios_flow(rec, context(rec, out), return_state=True), out)
+    _stage(recipe, out, set_, "flows.scenarios", "scenarios_flow")
 
 
 @app.command()
 def pairs(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
     """Assemble every user's preference pairs and export them for TRL (needs profiles + scenarios)."""
-    rec = load_recipe(recipe, set_)
-    prepare_environment(rec)
-    from flows.pairs import pairs_flow
-    _finish(pairs_flow(rec, context(rec, out), return_state=True), out)
+    _stage(recipe, out, set_, "flows.pairs", "pairs_flow")
 
 
 @app.command()
 def train(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt,
           resume: bool = typer.Option(False, help="continue from the last complete checkpoint in RUN_DIR/train")):
     """DPO-train one LoRA adapter on all users' pairs (TRL), then score the held-out split."""
-    rec = load_recipe(recipe, set_)
-    prepare_environment(rec)
-    from flows.train import train_flow
-    _finish(train_flow(rec, context(rec, out), resume=resume, return_state=True), out)
+    _stage(recipe, out, set_, "flows.train", "train_flow", resume=resume)
 
 
 @app.command()
 def generate(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt,
              adapter: Optional[Path] = typer.Option(None, help="LoRA adapter (default: RUN_DIR/train/adapter if present)")):
     """Write personalized book descriptions for every user's target books."""
-    rec = load_recipe(recipe, set_)
-    prepare_environment(rec)
-    from flows.generate import generate_flow
     default = out / "train" / "adapter"
     chosen = adapter or (default if (default / "adapter_config.json").exists() else None)
-    _finish(generate_flow(rec, context(rec, out), adapter=str(chosen.resolve()) if chosen else None,
-                          return_state=True), out)
+    _stage(recipe, out, set_, "flows.generate", "generate_flow", adapter=str(chosen.resolve()) if chosen else None)
 
 
 @app.command()
 def run(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
     """The main job: every implemented stage as one Prefect flow of subflows."""
-    rec = load_recipe(recipe, set_)
-    prepare_environment(rec)
-    from flows.run import gravity_run
-    _finish(gravity_run(rec, context(rec, out), return_state=True), out)
+    _stage(recipe, out, set_, "flows.run", "gravity_run")
 
 
 @app.command()

@@ -85,7 +85,10 @@ def _trainer(cfg: GravityDPOConfig, model, tokenizer, train, evaluation, callbac
     if cfg.method == "sft":
         import dataclasses
         from trl import SFTConfig, SFTTrainer
-        args = SFTConfig(**sft_kwargs(cfg, {f.name for f in dataclasses.fields(SFTConfig)}))
+        from transformers import TrainingArguments
+        # Only the Trainer-level settings carry over (DPO's loss_type etc. mean other things in SFT).
+        shared = {f.name for f in dataclasses.fields(TrainingArguments)} | {"max_length"}
+        args = SFTConfig(**sft_kwargs(cfg, shared & {f.name for f in dataclasses.fields(SFTConfig)}))
         return SFTTrainer(model=model, args=args, train_dataset=_sft_rows(train),
                           eval_dataset=_sft_rows(evaluation) if evaluation is not None else None,
                           processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=callbacks)

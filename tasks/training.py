@@ -105,9 +105,26 @@ def resume_point(checkpoints: Path) -> str | None:
     return str(checkpoints / name) if name else None
 
 
+def _single_process_distributed_env() -> None:
+    """DeepSpeed without a launcher (one process, e.g. a recipe's `train.deepspeed` on one device):
+    give it the rendezvous variables a launcher would set, instead of letting it probe for MPI."""
+    import os
+    import socket
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "LOCAL_RANK": "0",
+                       "WORLD_SIZE": "1"}.items():
+        os.environ.setdefault(key, value)
+
+
 def train_adapter(raw_cfg: dict, data_dir: Path, out_dir: Path, cache_dir: Path, resume: bool = False,
                   callbacks: list | None = None, run_id: str = "", facets: dict[str, int] | None = None) -> dict:
     """Train one LoRA adapter on the exported pairs; save it with a model card. Returns a summary."""
+    if raw_cfg.get("deepspeed"):
+        _single_process_distributed_env()
     cfg = parse_train_config({**raw_cfg, "output_dir": str(out_dir / "checkpoints")})
     started = time.time()
     model, tokenizer = load_base(cfg, cache_dir)

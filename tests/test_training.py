@@ -96,3 +96,19 @@ def test_sft_variant_on_user_reviews(tmp_path):
                             run / "hf", tmp_path / "train", CACHE)
     assert summary["method"] == "sft" and summary["steps"] == 2
     assert (Path(summary["adapter"]) / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_config_trains_in_one_cpu_process(data_dir, tmp_path, monkeypatch):
+    """The shipped ZeRO-2 config through TRL/accelerate, one process, DeepSpeed's CPU accelerator."""
+    import os
+
+    from tasks.training import train_adapter
+    for key in ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.setenv(key, "x")
+        monkeypatch.delenv(key)  # restored (removed) after the test, whatever training sets
+    assert "RANK" not in os.environ
+    summary = train_adapter({**BASE, "max_steps": 2, "save_steps": 10, "deepspeed": "deployments/deepspeed/zero2.json"},
+                            data_dir, tmp_path / "train", CACHE)
+    assert summary["steps"] == 2
+    assert (Path(summary["adapter"]) / "adapter_model.safetensors").exists()

@@ -193,3 +193,37 @@ def test_ledger_totals_per_stage_and_user(tmp_path):
     assert tables["per stage"]["stage"].to_list() == ["a", "b"]
     assert tables["per stage"]["made"].to_list() == [1, 0] and tables["per stage"]["cached"].to_list() == [0, 1]
     assert isinstance(tables["all"], pl.DataFrame)
+
+
+class BatchingFake(FakeBackend):
+    """A fake that can batch, counting batch calls."""
+
+    def __init__(self, fail_batch=False):
+        super().__init__("echo")
+        self.batches, self.fail_batch = [], fail_batch
+
+    def complete_batch(self, requests):
+        self.batches.append(len(requests))
+        if self.fail_batch:
+            raise ModelCallError("batch OOM", retryable=False)
+        return [self.complete(r) for r in requests]
+
+
+def _requests(n):
+    return [REQ.model_copy(update={"messages": (Message(role="user", content=f"b{i}"),)}) for i in range(n)]
+
+
+def test_complete_many_batches_misses_and_caches_each(tmp_path):
+    backend = BatchingFake()
+    client = make_client(tmp_path, backend)
+    client.complete(_requests(1)[0], stage="t")  # one already cached
+    replies = client.complete_many(_requests(4), stage="t", user_id="u")
+    assert [r.text for r in replies] == ["b0", "b1", "b2", "b3"] and backend.batches == [3]
+    client.complete_many(_requests(4), stage="t")
+    assert backend.batches == [3] and client.stats()["calls_cached"] == 5
+
+
+def test_complete_many_falls_back_to_single_calls_when_the_batch_fails(tmp_path):
+    backend = BatchingFake(fail_batch=True)
+    replies = make_client(tmp_path, backend).complete_many(_requests(3), stage="t")
+    assert [r.text for r in replies] == ["b0", "b1", "b2"] and backend.batches == [3]

@@ -88,14 +88,14 @@ def test_stance_schema_lists_every_id_in_order():
 
 def test_agreement_against_planted_truth():
     from gravity_core.profile.agreement import agreement
-    profile = {"user_id": "u", "values": {"stances": {"a": "support", "b": "neutral"}},
+    profile = {"user_id": "u", "values": {"stances": {"a": "support", "b": "neutral", "d": "support"}},
                "personality": {"levels": {"openness": "high", "neuroticism": "low"}},
                "interests": {"genres": ["x", "y", "z"]},
                "demographics": {"age_bin": "senior", "gender": "female", "sources": {"age": "inferred:llm", "gender": "given"}}}
     truth = {"u": {"age": 70, "gender": "female", "top_genres": ["x", "q"], "stances": {"a": "support", "b": "no support", "c": "support"},
                    "ocean": {"openness": "high", "neuroticism": "high"}}}
     result = agreement([profile], truth)
-    assert result["stances"] == {"agreement": 0.5, "n": 2, "chance": 0.333}
+    assert result["stances"] == {"agreement": 0.5, "n": 2, "chance": 0.333, "always_majority_label": 0.5}
     assert result["ocean"]["agreement"] == 0.5 and result["top_genres_recall"]["mean"] == 0.5
     assert result["inferred_age_bin"] == {"agreement": 1.0, "n": 1, "chance": 0.333}
     assert result["inferred_gender"]["n"] == 0  # given attributes are not scored

@@ -120,8 +120,12 @@ class ModelClient:
         missing = [i for i, k in enumerate(keys) if self.cache.get(k) is None]
         if batch is not None and len(missing) > 1:
             started = time.monotonic()
-            with self.limiter.slot():
-                replies = batch([requests[i] for i in missing])
+            try:
+                with self.limiter.slot():
+                    replies = batch([requests[i] for i in missing])
+            except ModelCallError:  # one by one instead, each with its own retries
+                return [self.complete(r, stage=stage, user_id=user_id, item_id=item_ids[i])
+                        for i, r in enumerate(requests)]
             share = (time.monotonic() - started) / len(missing)
             for i, reply in zip(missing, replies):
                 self.cache.put(keys[i], reply, self.backend.identity.backend, self.backend.identity.model)

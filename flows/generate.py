@@ -7,7 +7,7 @@ from prefect import flow, unmapped
 
 from gravity_core.recipe import Recipe
 from tasks.fanout import settle
-from tasks.generate import generate_for_user, targets, write_generations
+from tasks.generate import generate_for_user, generation_model_key, targets, write_generations
 from tasks.llm.factory import build_client, generation_llm
 from tasks.stage import RunContext, finish_stage, outcome
 
@@ -17,7 +17,7 @@ def generate_flow(recipe: Recipe, ctx: RunContext, adapter: str | None = None):
     started = time.time()
     users = targets(ctx.run_dir, recipe.generate)
     client = build_client(generation_llm(recipe.llm, adapter), "generate", ctx.run_dir, ctx.run_id)
-    key = client.backend.identity.model_dump_json()
+    key = generation_model_key(client)
     ids = [u["profile"]["user_id"] for u in users]
     rows, failures = settle(ids, generate_for_user.map(users, unmapped(recipe.generate), unmapped(key),
                                                        unmapped(client)))

@@ -6,7 +6,7 @@ import time
 from prefect import flow
 
 from gravity_core.recipe import Recipe
-from tasks.bank_io import load_genre_taxonomy, load_personality_items
+from tasks.bank_io import load_personality_items
 from tasks.pairs import build_and_export, catalogue_genres, distinct_genres
 from tasks.profile_io import load_seeds
 from tasks.resources import resolve_path
@@ -17,9 +17,7 @@ from tasks.stage import RunContext, finish_stage
 def pairs_flow(recipe: Recipe, ctx: RunContext) -> dict:
     started = time.time()
     cfg = recipe.pairs
-    taxonomy = load_genre_taxonomy(resolve_path(recipe.banks.genres))
-    genres = catalogue_genres(ctx.run_dir, [{"genre": g.id, "name": g.name, "description": g.description}
-                                            for g in taxonomy.genres])
+    genres = catalogue_genres(ctx.run_dir, recipe.banks)
     distinct = distinct_genres(genres, cfg.embedding_model)
     seeds, _ = load_seeds(recipe.banks, recipe.run.seed)
     items = load_personality_items(resolve_path(recipe.banks.personality_items))

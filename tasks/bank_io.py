@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from gravity_core import banks
+from gravity_core import bank_releases, banks
 from gravity_core.banks import GenreTaxonomy, PersonalityItem, Reject, SeedStatement
 
 BANK_FILES = {
@@ -86,9 +86,9 @@ def read_release_rows(path: Path) -> Iterator[dict]:
 
 def load_trait_release(path: Path) -> tuple[list[PersonalityItem], list[Reject]]:
     """TRAIT release (local files) -> scenario items and rejected rows."""
-    return banks.trait_rows_to_items(read_release_rows(path))
+    return bank_releases.trait_rows_to_items(read_release_rows(path))
 
 
 def load_big5chat_release(path: Path) -> tuple[list[PersonalityItem], list[Reject]]:
     """Big5Chat release (local files, e.g. big5_chat_dataset.csv) -> dialogue items and rejects."""
-    return banks.big5chat_rows_to_items(read_release_rows(path))
+    return bank_releases.big5chat_rows_to_items(read_release_rows(path))

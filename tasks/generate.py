@@ -19,6 +19,11 @@ from tasks.rundir import write_parquet_atomic
 PROMPT = "generate_description"
 
 
+def generation_model_key(client: ModelClient) -> str:
+    """Backend identity (adapter content hash included) + prompt version: the per-user cache key."""
+    return f"{client.backend.identity.model_dump_json()}|{PROMPT}@{load_prompt(PROMPT).version}"
+
+
 @task(name="select-targets")
 def targets(run_dir: str, cfg: GenerateConfig) -> list[dict]:
     """Per user: profile view + K target books (rows grouped by user)."""

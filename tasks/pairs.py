@@ -13,8 +13,10 @@ from gravity_core.pairs.build import build_pairs, counts, profile_prefixes, prof
 from gravity_core.pairs.genres import distinct_frame, genre_texts, least_similar
 from gravity_core.stage_configs import PairsConfig
 from gravity_core.training.usersft import usersft_messages
+from gravity_core.recipe import BanksConfig
+from tasks.bank_io import load_genre_taxonomy
 from tasks.embeddings import embed
-from tasks.resources import load_prompt
+from tasks.resources import load_prompt, resolve_path
 from tasks.rundir import write_parquet_atomic
 
 EXPORT_COLUMNS = ["prompt", "chosen", "rejected", "pair_id", "user_id", "facet", "source_id",
@@ -22,10 +24,12 @@ EXPORT_COLUMNS = ["prompt", "chosen", "rejected", "pair_id", "user_id", "facet",
 
 
 @task(name="catalogue-genres")
-def catalogue_genres(run_dir: str, genres: list[dict]) -> list[dict]:
-    """The taxonomy genres the ingested catalogue has books for (contrasts need real books)."""
+def catalogue_genres(run_dir: str, banks: BanksConfig) -> list[dict]:
+    """The taxonomy genres the ingested catalogue has books for (contrasts need real books):
+    genre, name, description."""
+    taxonomy = load_genre_taxonomy(resolve_path(banks.genres))
     present = set(pl.read_parquet(Path(run_dir) / "ingest" / "books.parquet", columns=["genre"])["genre"])
-    return [g for g in genres if g["genre"] in present]
+    return [{"genre": g.id, "name": g.name, "description": g.description} for g in taxonomy.genres if g.id in present]
 
 
 @task(name="genre-similarity-order", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)

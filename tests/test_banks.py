@@ -10,7 +10,7 @@ from collections import Counter
 import polars as pl
 import pytest
 
-from gravity_core import banks
+from gravity_core import bank_releases, banks
 from gravity_core.banks import BankError
 from tasks import bank_io
 
@@ -162,7 +162,7 @@ def trait_row(**overrides) -> dict:
 
 
 def test_trait_mapping():
-    items, rejects = banks.trait_rows_to_items([trait_row(), trait_row(personality="NEUROTICISM ")])
+    items, rejects = bank_releases.trait_rows_to_items([trait_row(), trait_row(personality="NEUROTICISM ")])
     assert rejects == [] and len(items) == 4
     first = items[0]
     assert (first.trait, first.style, first.source) == ("openness", "scenario", "trait")
@@ -180,7 +180,7 @@ def test_trait_mapping():
     (trait_row(), "duplicate of row 1"),
 ])
 def test_trait_rejects(row, reason):
-    items, rejects = banks.trait_rows_to_items([trait_row(), row])
+    items, rejects = bank_releases.trait_rows_to_items([trait_row(), row])
     assert len(items) == 2 and rejects == [banks.Reject(row_no=2, reason=reason)]
 
 
@@ -192,7 +192,7 @@ def test_big5chat_pairs_high_and_low():
     rows = [b5c("Yes! Count me in.", "high"), b5c("I'll pass.", "low"),
             b5c("Sure, sounds fun.", "high"), b5c("Maybe next time.", "LOW"),
             b5c("Absolutely.", "high", trait="Agreeableness")]
-    items, rejects = banks.big5chat_rows_to_items(rows)
+    items, rejects = bank_releases.big5chat_rows_to_items(rows)
     assert [(i.trait, i.high_response, i.low_response) for i in items] == [
         ("extraversion", "Yes! Count me in.", "I'll pass."), ("extraversion", "Sure, sounds fun.", "Maybe next time.")]
     assert items[0].situation == "Want to come to the party?"
@@ -207,7 +207,7 @@ def test_big5chat_pairs_high_and_low():
     (b5c("", "high"), "missing train_output"),
 ])
 def test_big5chat_rejects(row, reason):
-    items, rejects = banks.big5chat_rows_to_items([b5c("Yes!", "high"), b5c("No.", "low"), row])
+    items, rejects = bank_releases.big5chat_rows_to_items([b5c("Yes!", "high"), b5c("No.", "low"), row])
     assert len(items) == 1 and rejects == [banks.Reject(row_no=3, reason=reason)]
 
 

@@ -63,6 +63,8 @@ def _finish(state, out: Path) -> None:
             typer.echo(f"  {name}: {stage['status']} in {stage['seconds']}s, calls {stage['model_calls']}")
             for label, path in stage["artifacts"].items():
                 typer.echo(f"    {label}: {out / path}")
+            if "heldout" in stage["notes"]:
+                typer.echo(f"    held-out evaluation: {json.dumps(stage['notes']['heldout'])}")
     if state is not None and not state.is_completed():
         typer.echo(f"error: {state.message}", err=True)
         raise typer.Exit(1)
@@ -152,12 +154,14 @@ def ledger(run_dir: Path = typer.Argument(..., help="a run directory")):
     """Model-call totals per stage and per user from RUN_DIR/ledger.parquet."""
     from gravity_core.ledger_report import totals
     from tasks.llm.ledger import read_ledger
+    import polars as pl
     frame = read_ledger(run_dir)
     if frame.is_empty():
         typer.echo(f"no ledger rows in {run_dir}")
         return
-    for title, table in totals(frame).items():
-        typer.echo(f"\n{title}\n{table}")
+    with pl.Config(tbl_cols=-1, tbl_rows=-1, tbl_width_chars=220, fmt_str_lengths=40):
+        for title, table in totals(frame).items():
+            typer.echo(f"\n{title}\n{table}")
 
 
 @app.command()

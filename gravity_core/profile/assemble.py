@@ -1,6 +1,8 @@
 """From ingested frames to per-user inputs, and from facets to profiles and their tables."""
 from __future__ import annotations
 
+import json
+
 import polars as pl
 
 from gravity_core.profile.records import (
@@ -51,7 +53,8 @@ def assemble_profile(user: UserInput, demographics: Demographics, interests: Int
 
 def profiles_frame(profiles: list[Profile]) -> pl.DataFrame:
     """Returns: user_id, profile_version, country, age, age_bin, gender, interests, one column per
-    trait, value_summary, user_summary, n_support, n_no_support, n_neutral, n_reviews."""
+    trait, value_summary, user_summary, n_support, n_no_support, n_neutral, n_reviews, and provenance:
+    value_review_ids (the reviews the value prompts showed), review_ids, models, prompts, banks (JSON)."""
     rows = []
     for p in profiles:
         stances = list(p.values.stances.values())
@@ -61,11 +64,17 @@ def profiles_frame(profiles: list[Profile]) -> pl.DataFrame:
                      "interests": p.interests.genres, **{t: p.personality.levels[t] for t in TRAITS},
                      "value_summary": p.values.summary, "user_summary": p.user_summary,
                      "n_support": stances.count("support"), "n_no_support": stances.count("no support"),
-                     "n_neutral": stances.count("neutral"), "n_reviews": len(p.provenance.review_ids)})
+                     "n_neutral": stances.count("neutral"), "n_reviews": len(p.provenance.review_ids),
+                     "value_review_ids": p.values.review_ids, "review_ids": p.provenance.review_ids,
+                     "models": json.dumps(p.provenance.models, sort_keys=True),
+                     "prompts": json.dumps(p.provenance.prompts, sort_keys=True),
+                     "banks": json.dumps(p.provenance.banks, sort_keys=True)})
     schema = {"user_id": pl.String, "profile_version": pl.String, "country": pl.String, "age": pl.Int64,
               "age_bin": pl.String, "gender": pl.String, "interests": pl.List(pl.String),
               **{t: pl.String for t in TRAITS}, "value_summary": pl.String, "user_summary": pl.String,
-              "n_support": pl.Int64, "n_no_support": pl.Int64, "n_neutral": pl.Int64, "n_reviews": pl.Int64}
+              "n_support": pl.Int64, "n_no_support": pl.Int64, "n_neutral": pl.Int64, "n_reviews": pl.Int64,
+              "value_review_ids": pl.List(pl.String), "review_ids": pl.List(pl.String), "models": pl.String,
+              "prompts": pl.String, "banks": pl.String}
     return pl.DataFrame(rows, schema=schema)
 
 

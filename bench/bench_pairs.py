@@ -14,7 +14,7 @@ import polars as pl
 
 from gravity_core.pairs.build import build_pairs, profile_prefixes, sample_items
 from gravity_core.stage_configs import PairsConfig
-from tasks.resources import load_prompt
+from tasks.resources import load_phrasing, load_prompt
 
 USERS, SEEDS, GENRES, BOOKS_PER_GENRE = 400, 150, 15, 200
 TRAITS = ["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"]
@@ -64,7 +64,7 @@ def main() -> None:
     template = load_prompt("gravity_training")
     started = time.perf_counter()
     prefixes = profile_prefixes(profiles, template)
-    pairs = build_pairs(PairsConfig(summary_books_per_genre=80), inputs, prefixes, "pool-bench", 0)
+    pairs = build_pairs(PairsConfig(summary_books_per_genre=80), inputs, prefixes, "pool-bench", 0, load_phrasing(), "bench")
     seconds = time.perf_counter() - started
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
     per_user = pairs.group_by("user_id").len()["len"]

@@ -10,6 +10,7 @@ import torch
 from datasets import load_from_disk
 
 from gravity_core.training.evaluate import preference_metrics, sensitivity, with_stance
+from tasks.resources import load_phrasing
 from tasks.training import load_base
 
 
@@ -55,7 +56,8 @@ def _flip_rows(model, scorer, rows: list[dict]) -> tuple[list[dict], list[dict]]
     for row in rows:
         scores = {}
         for side, supports in (("support", True), ("oppose", False)):
-            user = {"role": "user", "content": with_stance(row["prompt_text"], row["statement"], supports)}
+            user = {"role": "user", "content": with_stance(row["prompt_text"], row["statement"], supports,
+                                                           load_phrasing().stance_probe)}
             prompt = [row["prompt"][0], user]
             for name, text in (("aligned", row["aligned"]), ("contra", row["contradicting"])):
                 scores[f"{name}_{side}"] = _both(model, scorer, prompt, text)

@@ -16,11 +16,11 @@ from gravity_core.training.usersft import usersft_messages
 from gravity_core.recipe import BanksConfig
 from tasks.bank_io import load_genre_taxonomy
 from tasks.embeddings import embed
-from tasks.resources import load_prompt, resolve_path
+from tasks.resources import load_phrasing, load_prompt, resolve_path
 from tasks.rundir import write_parquet_atomic
 
 EXPORT_COLUMNS = ["prompt", "chosen", "rejected", "pair_id", "user_id", "facet", "source_id",
-                  "profile_version", "pool_version"]
+                  "profile_version", "pool_version", "prompt_version"]
 
 
 @task(name="catalogue-genres")
@@ -66,7 +66,9 @@ def build_and_export(run_dir: str, cfg: PairsConfig, distinct: dict[str, list[st
               "levels": levels.lazy(), "items": sample_items(_items_frame(items), cfg.items_per_trait, seed).lazy()}
     prefixes = profile_prefixes([profile_view(p) for p in profiles], load_prompt("gravity_training"))
     version = pool["pool_version"][0] if pool.height else "pool-empty"
-    pairs = build_pairs(cfg, inputs, prefixes, version, seed)
+    phrasing = load_phrasing()
+    prompt_version = f"gravity_training@{load_prompt('gravity_training').version}+phrasing@{phrasing.version}"
+    pairs = build_pairs(cfg, inputs, prefixes, version, seed, phrasing, prompt_version)
     usersft = export_usersft(run, [p["user_id"] for p in profiles])
     return {**export(pairs, run / "pairs"), **counts(pairs), "usersft_rows": usersft}
 
@@ -75,7 +77,7 @@ def export_usersft(run: Path, users: list[str]) -> int:
     """The UserSFT baseline's data (description -> the user's own review) as RUN_DIR/pairs/usersft."""
     from datasets import Dataset, DatasetDict
     rows = usersft_messages(pl.scan_parquet(run / "ingest" / "reviews.parquet"),
-                            pl.scan_parquet(run / "ingest" / "books.parquet"), users)
+                            pl.scan_parquet(run / "ingest" / "books.parquet"), users, load_phrasing().usersft_task)
     DatasetDict({"train": Dataset.from_polars(rows)}).save_to_disk(str(run / "pairs" / "usersft"))
     return rows.height
 

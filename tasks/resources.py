@@ -5,6 +5,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from gravity_core.phrasing import Phrasing, parse_phrasing
 from gravity_core.prompts import PromptTemplate, parse_prompt
 from gravity_core.recipe import PACKAGE_PREFIX
 
@@ -33,3 +34,9 @@ def load_prompt(name: str) -> PromptTemplate:
 def prompt_versions(names: tuple[str, ...] | list[str]) -> dict[str, str]:
     """{prompt name: version} for provenance records."""
     return {name: load_prompt(name).version for name in names}
+
+
+@lru_cache(maxsize=None)
+def load_phrasing() -> Phrasing:
+    """The bundled fixed phrasings (prompts/phrasing/pairs.yaml)."""
+    return parse_phrasing((_PROMPTS / "phrasing" / "pairs.yaml").read_text(encoding="utf-8"))

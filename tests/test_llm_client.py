@@ -154,14 +154,17 @@ def test_ledger_appends_across_flushes(tmp_path):
 
 def test_limiter_caps_concurrency():
     limiter = Limiter(LimitsConfig(max_concurrency=2, use_prefect=False), "x")
-    active, peak, lock = [0], [0], threading.Lock()
+    active, peak, lock, full = [0], [0], threading.Lock(), threading.Event()
 
     def work():
         with limiter.slot():
             with lock:
                 active[0] += 1
                 peak[0] = max(peak[0], active[0])
-            time.sleep(0.05)
+                if active[0] == 2:
+                    full.set()
+            full.wait(timeout=5)  # hold the slot until both slots were seen taken at once
+            time.sleep(0.01)
             with lock:
                 active[0] -= 1
 
@@ -170,7 +173,7 @@ def test_limiter_caps_concurrency():
         t.start()
     for t in threads:
         t.join()
-    assert peak[0] == 2
+    assert full.is_set() and peak[0] == 2
 
 
 def test_limiter_spaces_requests_to_the_rate():

@@ -10,7 +10,9 @@ from gravity_core.pairs.build import assign_splits, build_pairs, counts, profile
 from gravity_core.pairs.genres import distinct_frame, least_similar
 from gravity_core.pairs.scenarios import parse_scenarios, pool_frame
 from gravity_core.stage_configs import PairsConfig
-from tasks.resources import load_prompt
+from tasks.resources import load_phrasing, load_prompt
+
+PHRASING = load_phrasing()
 
 STANCES = pl.LazyFrame({"user_id": ["u1", "u1", "u1"], "seed_id": ["s1", "s2", "s3"],
                         "stance": ["support", "no support", "neutral"]})
@@ -30,25 +32,25 @@ REVIEWED = pl.LazyFrame({"user_id": ["u1"], "parent_asin": ["b1"]})
 
 
 def test_value_pairs_follow_the_stance_and_omit_neutral():
-    pairs = assemble.value_pairs(STANCES, POOL, SEEDS).collect().sort("source_id")
+    pairs = assemble.value_pairs(STANCES, POOL, SEEDS, PHRASING).collect().sort("source_id")
     assert pairs.select("source_id", "chosen", "rejected").rows() == [("s1#0", "A1", "C1"), ("s2#0", "C2", "A2")]
     assert set(pairs["facet"]) == {"value"} and pairs["heldout_key"].to_list() == ["s1#0", "s2#0"]
 
 
 def test_personality_pairs_choose_the_matching_level():
-    pairs = assemble.personality_pairs(LEVELS, ITEMS).collect().sort("source_id")
+    pairs = assemble.personality_pairs(LEVELS, ITEMS, PHRASING).collect().sort("source_id")
     assert pairs.select("source_id", "chosen", "rejected").rows() == [("N1", "LN", "HN"), ("O1", "H", "L")]
     assert pairs.filter(pl.col("source_id") == "N1")["task"][0].endswith("Reply to them in your own words.")
 
 
 def test_category_pairs_contrast_interests_with_distinct_genres():
-    pairs = assemble.category_pairs(INTERESTS, DISTINCT, GENRES).collect().sort("source_id")
+    pairs = assemble.category_pairs(INTERESTS, DISTINCT, GENRES, PHRASING).collect().sort("source_id")
     assert pairs["source_id"].to_list() == ["a>c", "b>c"]
     assert pairs["chosen"][0] == "A Alpha book: da" and pairs["rejected"][0] == "A Gamma book: dc"
 
 
 def test_summary_pairs_use_highly_rated_unreviewed_books():
-    pairs = assemble.summary_pairs(INTERESTS, DISTINCT, BOOKS, REVIEWED, per_genre=5, min_rating=4.0).collect()
+    pairs = assemble.summary_pairs(INTERESTS, DISTINCT, BOOKS, REVIEWED, per_genre=5, min_rating=4.0, phrasing=PHRASING).collect()
     assert pairs["source_id"].to_list() == ["b2>b4"]  # b1 reviewed, b3 rated 3.0
     assert pairs["chosen"][0] == "T2: D2" and pairs["rejected"][0] == "T4: D4"
 
@@ -73,7 +75,7 @@ def _prefixes():
 
 
 def test_build_pairs_conditions_on_the_profile_in_trl_format():
-    pairs = build_pairs(PairsConfig(heldout_fraction=0, eval_fraction=0), _inputs(), _prefixes(), "pool-1", 0)
+    pairs = build_pairs(PairsConfig(heldout_fraction=0, eval_fraction=0), _inputs(), _prefixes(), "pool-1", 0, PHRASING, "pv")
     assert pairs.height == 2 + 1 + 2 + 2
     row = pairs.filter(pl.col("source_id") == "s1#0").row(0, named=True)
     assert [m["role"] for m in row["prompt"]] == ["system", "user"]
@@ -89,12 +91,12 @@ def test_build_pairs_conditions_on_the_profile_in_trl_format():
     ({"drop_traits": ["openness", "neuroticism"]}, {"personality"}),
 ])
 def test_ablation_switches(cfg, missing):
-    pairs = build_pairs(PairsConfig(**cfg), _inputs(), _prefixes(), "p", 0)
+    pairs = build_pairs(PairsConfig(**cfg), _inputs(), _prefixes(), "p", 0, PHRASING, "pv")
     assert not missing & set(pairs["facet"]) and set(pairs["facet"])
 
 
 def test_single_trait_ablation_keeps_the_other_traits():
-    pairs = build_pairs(PairsConfig(drop_traits=["openness"]), _inputs(), _prefixes(), "p", 0)
+    pairs = build_pairs(PairsConfig(drop_traits=["openness"]), _inputs(), _prefixes(), "p", 0, PHRASING, "pv")
     assert pairs.filter(pl.col("facet") == "personality")["source_id"].to_list() == ["N1"]
 
 
@@ -131,7 +133,7 @@ def test_pool_drops_pairs_repeated_across_seeds():
 def test_usersft_examples_pair_descriptions_with_the_users_own_reviews():
     from gravity_core.training.usersft import usersft_messages
     reviews = pl.LazyFrame({"user_id": ["u1", "u2"], "parent_asin": ["b1", "b2"], "text": ["Loved it.", "Meh."]})
-    rows = usersft_messages(reviews, BOOKS, ["u1"])
+    rows = usersft_messages(reviews, BOOKS, ["u1"], PHRASING.usersft_task)
     assert rows["user_id"].to_list() == ["u1"]
     [messages] = rows["messages"].to_list()
     assert messages[0]["role"] == "user" and "D1" in messages[0]["content"] and "T1" in messages[0]["content"]
@@ -142,3 +144,15 @@ def test_generation_targets_are_unreviewed_top_genre_books():
     from gravity_core.generate import select_targets
     targets = select_targets(BOOKS, INTERESTS, REVIEWED, k=5, min_rating=4.0)
     assert targets["parent_asin"].to_list() == ["b2"]  # b1 reviewed, b3 low rated, b4/b5 not an interest
+
+
+def test_phrasing_placeholders_are_checked():
+    from gravity_core.phrasing import Phrasing
+    with pytest.raises(ValueError, match="value_task needs 1"):
+        Phrasing.model_validate({**PHRASING.model_dump(), "value_task": "no placeholder"})
+
+
+def test_stance_probe_goes_after_the_values_line():
+    from gravity_core.training.evaluate import with_stance
+    text = "Reader profile\nValues: Kind.\nPersonality: calm\n\nTask"
+    assert "Values: Kind. On \"X\", this reader does not support it.\n" in with_stance(text, "X", False, PHRASING.stance_probe)

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import polars as pl
 
+from gravity_core.phrasing import Phrasing
+
 PAIR_COLUMNS = ["pair_id", "user_id", "facet", "source_id", "heldout_key", "task", "chosen", "rejected"]
-CATEGORY_TASK = "Which kind of book would you rather read next? Describe it."
-SUMMARY_TASK = "Recommend a book you would love to read and describe it."
-VALUE_TASK = 'Describe, in the first person, a situation you might find yourself in that relates to: "{}"'
-DIALOGUE_TASK = "{}\nReply to them in your own words."
 
 
 def _finish(frame: pl.LazyFrame, facet: str, source: pl.Expr, heldout: pl.Expr) -> pl.LazyFrame:
@@ -23,7 +21,7 @@ def _finish(frame: pl.LazyFrame, facet: str, source: pl.Expr, heldout: pl.Expr) 
     ).select(PAIR_COLUMNS)
 
 
-def value_pairs(stances: pl.LazyFrame, pool: pl.LazyFrame, seeds: pl.LazyFrame) -> pl.LazyFrame:
+def value_pairs(stances: pl.LazyFrame, pool: pl.LazyFrame, seeds: pl.LazyFrame, phrasing: Phrasing) -> pl.LazyFrame:
     """Supported seed: aligned scenario chosen; not supported: reversed; neutral: omitted.
 
     Takes: stances (user_id, seed_id, stance), pool (scenario_id, seed_id, aligned, contradicting),
@@ -34,11 +32,11 @@ def value_pairs(stances: pl.LazyFrame, pool: pl.LazyFrame, seeds: pl.LazyFrame) 
               .join(seeds, on="seed_id").with_columns(
         pl.when(support).then("aligned").otherwise("contradicting").alias("chosen"),
         pl.when(support).then("contradicting").otherwise("aligned").alias("rejected"),
-        pl.format(VALUE_TASK, "statement").alias("task")))
+        pl.format(phrasing.value_task, "statement").alias("task")))
     return _finish(joined, "value", pl.col("scenario_id"), pl.col("scenario_id"))
 
 
-def personality_pairs(levels: pl.LazyFrame, items: pl.LazyFrame) -> pl.LazyFrame:
+def personality_pairs(levels: pl.LazyFrame, items: pl.LazyFrame, phrasing: Phrasing) -> pl.LazyFrame:
     """The response matching the user's trait level is chosen.
 
     Takes: levels (user_id, trait, level), items (item_id, trait, style, situation, high_response,
@@ -48,16 +46,17 @@ def personality_pairs(levels: pl.LazyFrame, items: pl.LazyFrame) -> pl.LazyFrame
     joined = levels.join(items, on="trait").with_columns(
         pl.when(high).then("high_response").otherwise("low_response").alias("chosen"),
         pl.when(high).then("low_response").otherwise("high_response").alias("rejected"),
-        pl.when(pl.col("style") == "dialogue").then(pl.format(DIALOGUE_TASK, "situation"))
+        pl.when(pl.col("style") == "dialogue").then(pl.format(phrasing.dialogue_task, "situation"))
         .otherwise(pl.col("situation")).alias("task"))
     return _finish(joined, "personality", pl.col("item_id"), pl.col("item_id"))
 
 
-def _genre_text(prefix: str) -> pl.Expr:
-    return pl.format("A {} book: {}", pl.col(f"{prefix}_name"), pl.col(f"{prefix}_description"))
+def _genre_text(prefix: str, phrasing: Phrasing) -> pl.Expr:
+    return pl.format(phrasing.genre_option, pl.col(f"{prefix}_name"), pl.col(f"{prefix}_description"))
 
 
-def category_pairs(interests: pl.LazyFrame, distinct: pl.LazyFrame, genres: pl.LazyFrame) -> pl.LazyFrame:
+def category_pairs(interests: pl.LazyFrame, distinct: pl.LazyFrame, genres: pl.LazyFrame,
+                   phrasing: Phrasing) -> pl.LazyFrame:
     """Each interest genre (chosen) against each genre most distinct from the top genre.
 
     Takes: interests (user_id, genre, rank; rank 0 = top genre), distinct (user_id, distinct_genre),
@@ -68,8 +67,8 @@ def category_pairs(interests: pl.LazyFrame, distinct: pl.LazyFrame, genres: pl.L
               .join(g.rename({"genre": "genre", "name": "c_name", "description": "c_description"}), on="genre")
               .join(g.rename({"genre": "distinct_genre", "name": "r_name", "description": "r_description"}),
                     on="distinct_genre")
-              .with_columns(_genre_text("c").alias("chosen"), _genre_text("r").alias("rejected"),
-                            pl.lit(CATEGORY_TASK).alias("task")))
+              .with_columns(_genre_text("c", phrasing).alias("chosen"), _genre_text("r", phrasing).alias("rejected"),
+                            pl.lit(phrasing.category_task).alias("task")))
     return _finish(joined, "interest-category", pl.format("{}>{}", "genre", "distinct_genre"), pl.lit(None))
 
 
@@ -86,7 +85,7 @@ def _top_books(books: pl.LazyFrame, owners: pl.LazyFrame, reviewed: pl.LazyFrame
 
 
 def summary_pairs(interests: pl.LazyFrame, distinct: pl.LazyFrame, books: pl.LazyFrame, reviewed: pl.LazyFrame,
-                  per_genre: int, min_rating: float) -> pl.LazyFrame:
+                  per_genre: int, min_rating: float, phrasing: Phrasing) -> pl.LazyFrame:
     """Descriptions of highly rated books from the user's top genres (chosen) against books of
     the distinct genres (rejected); a book the user reviewed is never used. Chosen book k is
     paired with rejected book k mod R.
@@ -103,9 +102,9 @@ def summary_pairs(interests: pl.LazyFrame, distinct: pl.LazyFrame, books: pl.Laz
                                      pl.col("parent_asin").alias("r_asin"), pl.col("title").alias("r_title"),
                                      pl.col("description").alias("r_description")), on="user_id")
              .filter(pl.col("k") % pl.col("rn") == pl.col("rk"))
-             .with_columns(pl.format("{}: {}", "title", "description").alias("chosen"),
-                           pl.format("{}: {}", "r_title", "r_description").alias("rejected"),
-                           pl.lit(SUMMARY_TASK).alias("task")))
+             .with_columns(pl.format(phrasing.book_option, "title", "description").alias("chosen"),
+                           pl.format(phrasing.book_option, "r_title", "r_description").alias("rejected"),
+                           pl.lit(phrasing.summary_task).alias("task")))
     return _finish(pairs, "interest-summary", pl.format("{}>{}", "parent_asin", "r_asin"), pl.lit(None))
 
 

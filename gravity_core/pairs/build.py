@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from gravity_core.pairs import assemble
+from gravity_core.phrasing import Phrasing
 from gravity_core.prompts import PromptTemplate
 from gravity_core.stage_configs import PairsConfig
 
@@ -27,20 +28,21 @@ def profile_prefixes(profiles: list[dict], template: PromptTemplate) -> pl.DataF
                                       "head": pl.String, "tail": pl.String})
 
 
-def facet_frames(cfg: PairsConfig, inputs: dict[str, pl.LazyFrame]) -> list[pl.LazyFrame]:
+def facet_frames(cfg: PairsConfig, inputs: dict[str, pl.LazyFrame], phrasing: Phrasing) -> list[pl.LazyFrame]:
     """The facet builders the recipe keeps (ablation switches drop facets or single traits)."""
     drop = set(cfg.drop_facets)
     frames = []
     if "interest-category" not in drop:
-        frames.append(assemble.category_pairs(inputs["interests"], inputs["distinct"], inputs["genres"]))
+        frames.append(assemble.category_pairs(inputs["interests"], inputs["distinct"], inputs["genres"], phrasing))
     if "interest-summary" not in drop:
         frames.append(assemble.summary_pairs(inputs["interests"], inputs["distinct"], inputs["books"],
-                                             inputs["reviewed"], cfg.summary_books_per_genre, cfg.min_book_rating))
+                                             inputs["reviewed"], cfg.summary_books_per_genre, cfg.min_book_rating,
+                                             phrasing))
     if "value" not in drop:
-        frames.append(assemble.value_pairs(inputs["stances"], inputs["pool"], inputs["seeds"]))
+        frames.append(assemble.value_pairs(inputs["stances"], inputs["pool"], inputs["seeds"], phrasing))
     if "personality" not in drop:
         levels = inputs["levels"].filter(~pl.col("trait").is_in(list(cfg.drop_traits)))
-        frames.append(assemble.personality_pairs(levels, inputs["items"]))
+        frames.append(assemble.personality_pairs(levels, inputs["items"], phrasing))
     return frames
 
 
@@ -58,15 +60,15 @@ def assign_splits(pairs: pl.LazyFrame, cfg: PairsConfig, seed: int) -> pl.LazyFr
 
 
 def build_pairs(cfg: PairsConfig, inputs: dict[str, pl.LazyFrame], prefixes: pl.DataFrame, pool_version: str,
-                seed: int) -> pl.DataFrame:
+                seed: int, phrasing: Phrasing, prompt_version: str) -> pl.DataFrame:
     """Returns: PAIR_COLUMNS + profile_version, pool_version, prompt_text, split, prompt, chosen_msgs,
     rejected_msgs — one row per preference pair, deduplicated by pair_id."""
-    frames = facet_frames(cfg, inputs)
+    frames = facet_frames(cfg, inputs, phrasing)
     if not frames:
         raise ValueError("every facet is ablated: no preference pairs to build")
     pairs = pl.concat(frames, how="vertical").unique("pair_id", keep="first", maintain_order=True)
     pairs = assemble.condition_on_profile(pairs, prefixes.lazy()).with_columns(
-        pl.lit(pool_version).alias("pool_version"))
+        pl.lit(pool_version).alias("pool_version"), pl.lit(prompt_version).alias("prompt_version"))
     return assemble.to_trl(assign_splits(pairs, cfg, seed)).sort("pair_id").collect()
 
 

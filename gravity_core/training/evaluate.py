@@ -26,10 +26,10 @@ def preference_metrics(rows: list[dict], beta: float) -> dict:
             "mean_margin": fmean(margins)}
 
 
-def with_stance(prompt_text: str, statement: str, supports: bool) -> str:
-    """The prompt with the reader's stance on one statement stated after the values line."""
-    stance = "supports" if supports else "does not support"
-    line = f'On "{statement}", this reader {stance} it.'
+def with_stance(prompt_text: str, statement: str, supports: bool, probe: str) -> str:
+    """The prompt with the reader's stance on one statement stated after the values line
+    (`probe` has two `{}`: the statement and 'supports' / 'does not support')."""
+    line = probe.format(statement, "supports" if supports else "does not support")
     if VALUES_LINE.search(prompt_text):
         return VALUES_LINE.sub(lambda m: f"{m.group(1)} {line}", prompt_text, count=1)
     return f"{line}\n{prompt_text}"

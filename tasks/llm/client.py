@@ -48,8 +48,6 @@ class QuarantineSink:
         return rows
 
 
-REASK_TEMPLATE = ("Your previous reply was not valid: {error}\n"
-                  "Reply again with only the corrected JSON, matching the requested format exactly.")
 
 
 class ModelClient:
@@ -152,6 +150,10 @@ class ModelClient:
             reasks=reasks, status=status, latency_s=round(latency, 4), ts=time.time(),
             cost_usd=0.0 if cached else self.llm.cost_usd(identity.model, tokens_in, tokens_out)))
 
+    def _reask_text(self, error: str) -> str:
+        from tasks.resources import load_phrasing
+        return load_phrasing().reask.format(error)
+
     def stats(self) -> dict:
         """Calls made / served from cache, and the first-try validity of structured replies."""
         with self._count_lock:
@@ -181,7 +183,7 @@ class ModelClient:
                 last_error = str(exc)[:500]
                 current = current.model_copy(update={"messages": current.messages + (
                     Message(role="assistant", content=text),
-                    Message(role="user", content=REASK_TEMPLATE.format(error=last_error)))})
+                    Message(role="user", content=self._reask_text(last_error)))})
         with self._count_lock:
             self.structured_items += 1
         self.quarantine.add(stage=stage, user_id=user_id, item_id=item_id, prompt=request.prompt_name,

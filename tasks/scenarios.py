@@ -6,7 +6,6 @@ import json
 from functools import partial
 from pathlib import Path
 
-import polars as pl
 from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
@@ -48,7 +47,3 @@ def write_pool(by_seed: dict[str, list[dict]], version: str, model: str, pool_di
     write_parquet_atomic(pool, shared)
     write_parquet_atomic(pool, Path(run_out) / "pool.parquet")
     return {"scenario_pairs": pool.height, "seeds": pool["seed_id"].n_unique(), "shared": str(shared.resolve())}
-
-
-def read_pool(run_dir: str) -> pl.DataFrame:
-    return pl.read_parquet(Path(run_dir) / "scenarios" / "pool.parquet")

@@ -169,8 +169,9 @@ def agreement(run_dir: Path = typer.Argument(..., help="a run directory with pro
               truth: str = typer.Option("package:sample/ground_truth.json", help="planted ground truth JSON")):
     """Agreement of the run's profiles with planted ground truth (stances, OCEAN, genres, inferred demographics)."""
     from gravity_core.profile.agreement import agreement as score
+    from tasks.profile_io import read_profiles
     from tasks.resources import resolve_path
-    profiles = [json.loads(p.read_text()) for p in sorted((run_dir / "profiles" / "users").glob("*.json"))]
+    profiles = read_profiles(run_dir)
     result = score(profiles, json.loads(resolve_path(truth).read_text())["users"])
     (run_dir / "profiles" / "agreement.json").write_text(json.dumps(result, indent=2))
     typer.echo(json.dumps(result, indent=2))

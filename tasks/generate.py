@@ -1,7 +1,6 @@
 """Prefect tasks of personalized generation: targets, one task run per user, the output table."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
@@ -11,8 +10,10 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from gravity_core.generate import GENERATION_SCHEMA, parse_description, select_targets
 from gravity_core.llm import SamplingParams
 from gravity_core.pairs.build import profile_view
+from gravity_core.profile.assemble import interests_frame
 from gravity_core.stage_configs import GenerateConfig
 from tasks.llm.client import ModelClient
+from tasks.profile_io import read_profiles
 from tasks.resources import load_prompt
 from tasks.rundir import write_parquet_atomic
 
@@ -28,11 +29,9 @@ def generation_model_key(client: ModelClient) -> str:
 def targets(run_dir: str, cfg: GenerateConfig) -> list[dict]:
     """Per user: profile view + K target books (rows grouped by user)."""
     run = Path(run_dir)
-    profiles = {p["user_id"]: p for p in (json.loads(f.read_text()) for f in sorted((run / "profiles" / "users").glob("*.json")))}
-    interests = pl.LazyFrame([{"user_id": u, "genre": g, "rank": i} for u, p in profiles.items()
-                              for i, g in enumerate(p["interests"]["genres"])],
-                             schema={"user_id": pl.String, "genre": pl.String, "rank": pl.Int64})
-    chosen = select_targets(pl.scan_parquet(run / "ingest" / "books.parquet"), interests,
+    profiles = {p["user_id"]: p for p in read_profiles(run)}
+    chosen = select_targets(pl.scan_parquet(run / "ingest" / "books.parquet"),
+                            interests_frame(list(profiles.values())).lazy(),
                             pl.scan_parquet(run / "ingest" / "reviews.parquet").select("user_id", "parent_asin"),
                             cfg.books_per_user, cfg.min_book_rating)
     return [{"profile": profile_view(profiles[u]), "books": frame.drop("user_id").to_dicts()}

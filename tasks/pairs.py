@@ -1,7 +1,6 @@
 """Prefect tasks of the preference-data stage: genre embeddings, assembly and export."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
@@ -15,7 +14,9 @@ from gravity_core.stage_configs import PairsConfig
 from gravity_core.training.usersft import usersft_messages
 from gravity_core.recipe import BanksConfig
 from tasks.bank_io import load_genre_taxonomy
+from gravity_core.profile.assemble import interests_frame, levels_frame
 from tasks.embeddings import embed
+from tasks.profile_io import read_profiles
 from tasks.resources import load_phrasing, load_prompt, resolve_path
 from tasks.rundir import write_parquet_atomic
 
@@ -39,23 +40,13 @@ def distinct_genres(genres: list[dict], model: str) -> dict[str, list[str]]:
     return least_similar(embed(genre_texts(frame), model), frame["genre"].to_list())
 
 
-def _profile_frames(profiles_dir: Path) -> tuple[list[dict], pl.DataFrame, pl.DataFrame]:
-    profiles = [json.loads(p.read_text()) for p in sorted((profiles_dir / "users").glob("*.json"))]
-    interests = pl.DataFrame([{"user_id": p["user_id"], "genre": g, "rank": i}
-                              for p in profiles for i, g in enumerate(p["interests"]["genres"])],
-                             schema={"user_id": pl.String, "genre": pl.String, "rank": pl.Int64})
-    levels = pl.DataFrame([{"user_id": p["user_id"], "trait": t, "level": lv}
-                           for p in profiles for t, lv in p["personality"]["levels"].items()],
-                          schema={"user_id": pl.String, "trait": pl.String, "level": pl.String})
-    return profiles, interests, levels
-
-
 @task(name="build-preference-pairs")
 def build_and_export(run_dir: str, cfg: PairsConfig, distinct: dict[str, list[str]], genres: list[dict],
                      seeds: list[SeedStatement], items: list[PersonalityItem], seed: int) -> dict:
     """Assemble every user's pairs; write pairs.parquet and the TRL-ready HF dataset."""
     run = Path(run_dir)
-    profiles, interests, levels = _profile_frames(run / "profiles")
+    profiles = read_profiles(run)
+    interests, levels = interests_frame(profiles), levels_frame(profiles)
     pool = pl.read_parquet(run / "scenarios" / "pool.parquet")
     reviews = pl.scan_parquet(run / "ingest" / "reviews.parquet").select("user_id", "parent_asin")
     inputs = {"interests": interests.lazy(), "distinct": distinct_frame(interests, distinct, cfg.distinct_genres).lazy(),

@@ -24,6 +24,11 @@ def load_user_inputs(ingest_dir: str, cohort_dir: str) -> list[UserInput]:
                              pl.read_parquet(Path(cohort_dir) / "cohort.parquet"), users)
 
 
+def read_profiles(run_dir: Path) -> list[dict]:
+    """Every profile JSON of a run (RUN_DIR/profiles/users/*.json), sorted by user id."""
+    return [json.loads(p.read_text()) for p in sorted((Path(run_dir) / "profiles" / "users").glob("*.json"))]
+
+
 @task(name="load-seed-statements")
 def load_seeds(banks: BanksConfig, seed: int) -> tuple[list[SeedStatement], str]:
     """The recipe's (balanced) subset of seed statements and the bank version."""

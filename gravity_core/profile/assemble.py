@@ -84,3 +84,17 @@ def stances_frame(profiles: list[Profile]) -> pl.DataFrame:
             for p in profiles for sid, stance in p.values.stances.items()]
     return pl.DataFrame(rows, schema={"user_id": pl.String, "profile_version": pl.String,
                                       "seed_id": pl.String, "stance": pl.String})
+
+
+def interests_frame(profiles: list[dict]) -> pl.DataFrame:
+    """Takes: profile JSON dicts. Returns: user_id, genre, rank (0 = the user's top genre)."""
+    return pl.DataFrame([{"user_id": p["user_id"], "genre": g, "rank": i}
+                         for p in profiles for i, g in enumerate(p["interests"]["genres"])],
+                        schema={"user_id": pl.String, "genre": pl.String, "rank": pl.Int64})
+
+
+def levels_frame(profiles: list[dict]) -> pl.DataFrame:
+    """Takes: profile JSON dicts. Returns: user_id, trait, level."""
+    return pl.DataFrame([{"user_id": p["user_id"], "trait": t, "level": lv}
+                         for p in profiles for t, lv in p["personality"]["levels"].items()],
+                        schema={"user_id": pl.String, "trait": pl.String, "level": pl.String})

@@ -48,8 +48,6 @@ class QuarantineSink:
         return rows
 
 
-
-
 class ModelClient:
     """A backend plus everything around it. Thread-safe; shared by a stage's tasks."""
 
@@ -111,27 +109,30 @@ class ModelClient:
     def complete_many(self, requests: list[ChatRequest], *, stage: str, user_id: str | None = None,
                       item_ids: list[str] | None = None) -> list[ChatReply]:
         """Several calls; cache misses go to the backend in one batch when it can batch
-        (`complete_batch`), else one by one. Each call is cached and ledgered on its own."""
-        batch = getattr(self.backend, "complete_batch", None)
+        (`complete_batch`). Everything not answered by that batch (cache hits, or all of them
+        if the batch failed) goes through `complete`. Each call is cached and ledgered on its own."""
         item_ids = item_ids or [None] * len(requests)
+        fresh = self._batch_misses(requests, stage, user_id, item_ids)
+        return [fresh[i] if i in fresh else self.complete(r, stage=stage, user_id=user_id, item_id=item_ids[i])
+                for i, r in enumerate(requests)]
+
+    def _batch_misses(self, requests, stage, user_id, item_ids) -> dict[int, ChatReply]:
+        batch = getattr(self.backend, "complete_batch", None)
         keys = [request_key(self.backend.identity, r) for r in requests]
         missing = [i for i, k in enumerate(keys) if self.cache.get(k) is None]
-        if batch is not None and len(missing) > 1:
-            started = time.monotonic()
-            try:
-                with self.limiter.slot():
-                    replies = batch([requests[i] for i in missing])
-            except ModelCallError:  # one by one instead, each with its own retries
-                return [self.complete(r, stage=stage, user_id=user_id, item_id=item_ids[i])
-                        for i, r in enumerate(requests)]
-            share = (time.monotonic() - started) / len(missing)
-            for i, reply in zip(missing, replies):
-                self.cache.put(keys[i], reply, self.backend.identity.backend, self.backend.identity.model)
-                self._record(requests[i], keys[i], reply, stage, user_id, item_ids[i], False, 1, 0, "ok", share)
-            done = set(missing)
-            return [self.complete(r, stage=stage, user_id=user_id, item_id=item_ids[i]) if i not in done
-                    else self.cache.get(keys[i]) for i, r in enumerate(requests)]
-        return [self.complete(r, stage=stage, user_id=user_id, item_id=item_ids[i]) for i, r in enumerate(requests)]
+        if batch is None or len(missing) < 2:
+            return {}
+        started = time.monotonic()
+        try:
+            with self.limiter.slot():
+                replies = batch([requests[i] for i in missing])
+        except ModelCallError:  # one by one instead, each with its own retries
+            return {}
+        share = (time.monotonic() - started) / len(missing)
+        for i, reply in zip(missing, replies):
+            self.cache.put(keys[i], reply, self.backend.identity.backend, self.backend.identity.model)
+            self._record(requests[i], keys[i], reply, stage, user_id, item_ids[i], False, 1, 0, "ok", share)
+        return dict(zip(missing, replies))
 
     def _record(self, request, key, reply, stage, user_id, item_id, cached, attempts, reasks, status, latency):
         identity = self.backend.identity

@@ -186,18 +186,20 @@ class LocalBackend:
         if len({r.params for r in requests}) > 1 or any(r.output_schema for r in requests):
             return [self.complete(r) for r in requests]
         self.load()
-        params = requests[0].params
         with self._lock, torch.inference_mode():
-            prompts = [self._prompt_ids(r) for r in requests]
-            width = max(map(len, prompts))
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-            torch.manual_seed(params.seed or 0)
-            sample = params.temperature > 0
-            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=params.max_tokens,
-                                      do_sample=sample, temperature=params.temperature if sample else None,
-                                      top_p=params.top_p if sample else None, pad_token_id=pad)
+            return self._generate_ids([self._prompt_ids(r) for r in requests], requests[0].params)
+
+    def _generate_ids(self, prompts: list[list[int]], params) -> list[ChatReply]:
+        """`model.generate` over left-padded prompts (the caller holds the lock)."""
+        width = max(map(len, prompts))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        torch.manual_seed(params.seed or 0)
+        sample = params.temperature > 0
+        out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=params.max_tokens,
+                                  do_sample=sample, temperature=params.temperature if sample else None,
+                                  top_p=params.top_p if sample else None, pad_token_id=pad)
         return [self._reply(p, row[width:].tolist(), params.max_tokens) for p, row in zip(prompts, out)]
 
     def _reply(self, prompt: list[int], new: list[int], max_tokens: int) -> ChatReply:
@@ -214,18 +216,7 @@ class LocalBackend:
         return ChatReply(text=text, input_tokens=len(ids), output_tokens=max(ops.generated, 0))
 
     def _generate(self, request: ChatRequest, ids: list[int]) -> ChatReply:
-        params = request.params
-        torch.manual_seed(params.seed or 0)
-        sample = params.temperature > 0
-        out = self.model.generate(
-            input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            max_new_tokens=params.max_tokens, do_sample=sample,
-            temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
-            pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
-        new = out[0, len(ids):].tolist()
-        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-        finish = "length" if len(new) >= params.max_tokens else "stop"
-        return ChatReply(text=text, input_tokens=len(ids), output_tokens=len(new), finish_reason=finish)
+        return self._generate_ids([ids], request.params)[0]
 
 
 def _walkable(schema: dict) -> bool:

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import threading
 import time
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from gravity_core.llm import (
-    BackendIdentity, ChatRequest, Message, ModelCallError, SamplingParams, backoff_seconds, classify_status,
+    BackendIdentity, ChatReply, ChatRequest, Message, ModelCallError, SamplingParams, backoff_seconds, classify_status,
     request_key,
 )
 from gravity_core.llm_config import BackendConfig, LimitsConfig, LLMConfig
@@ -100,17 +102,49 @@ def test_cache_hit_makes_no_call_and_survives_a_new_process(tmp_path):
     assert again.stats()["calls_cached"] == 1 and again.stats()["calls_made"] == 0
 
 
-def test_cache_is_safe_under_threads(tmp_path):
-    cache = RequestCache(tmp_path / "c.sqlite")
+@pytest.mark.parametrize("round_", range(5))
+def test_cache_is_safe_under_threads(tmp_path, round_):
+    # A fresh file each round: the race that once failed CI was in opening a new database
+    # from many threads at once (WAL switch raised "database is locked").
+    cache = RequestCache(tmp_path / f"c{round_}.sqlite")
     client = make_client(tmp_path, FakeBackend("echo"))
     client.cache = cache
     requests = [REQ.model_copy(update={"messages": (Message(role="user", content=f"m{i}"),)}) for i in range(40)]
-    threads = [threading.Thread(target=lambda r=r: client.complete(r, stage="t")) for r in requests]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(requests))
+
+    def call(r):
+        start.wait()  # all threads open their first connection at once
+        try:
+            client.complete(r, stage="t")
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=(r,)) for r in requests]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     assert len(cache) == 40
+
+
+def _fill_cache(path: str, worker: int) -> None:
+    cache = RequestCache(Path(path))
+    for i in range(25):
+        cache.put(f"w{worker}-{i}", ChatReply(text=str(i)), backend="fake", model="m")
+
+
+def test_cache_is_safe_across_processes_opening_a_new_file(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    path = str(tmp_path / "shared.sqlite")
+    procs = [ctx.Process(target=_fill_cache, args=(path, w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert len(RequestCache(Path(path))) == 100
 
 
 def _parse_int(text: str) -> int:

@@ -2,6 +2,11 @@
 
 Survives a killed process (each put is one committed transaction), is safe under threads
 (one connection per thread, WAL, busy timeout) and lives at a stable path per recipe.
+
+Switching a database to WAL takes an exclusive lock and SQLite does not wait on the busy
+handler for it, so the switch and the schema are done once per process under a lock (with
+a bounded retry against other processes doing the same); per-thread connections then only
+set their busy timeout.
 """
 from __future__ import annotations
 
@@ -9,6 +14,9 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+
+_INIT_LOCK = threading.Lock()
+_INIT_ATTEMPTS = 50
 
 from gravity_core.llm import ChatReply
 
@@ -22,15 +30,36 @@ class RequestCache:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._local = threading.local()
+        self._initialised = False
+
+    def _initialise(self) -> None:
+        """WAL mode (persistent in the file) and the table, once, before any thread connects."""
+        with _INIT_LOCK:
+            if self._initialised:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            for attempt in range(_INIT_ATTEMPTS):
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute(_SCHEMA)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or attempt == _INIT_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+                finally:
+                    conn.close()
+            self._initialised = True
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self._initialised:
+                self._initialise()
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_SCHEMA)
             self._local.conn = conn
         return conn
 

@@ -6,7 +6,7 @@ Survives a killed process (each put is one committed transaction), is safe under
 Switching a database to WAL takes an exclusive lock and SQLite does not wait on the busy
 handler for it, so the switch and the schema are done once per process under a lock (with
 a bounded retry against other processes doing the same); per-thread connections then only
-set their busy timeout.
+open with a busy timeout.
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import threading
 import time
 from pathlib import Path
 
+from gravity_core.llm import ChatReply
+
 _INIT_LOCK = threading.Lock()
 _INIT_ATTEMPTS = 50
-
-from gravity_core.llm import ChatReply
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS replies (
   key TEXT PRIMARY KEY, backend TEXT, model TEXT, reply TEXT NOT NULL, created REAL)"""
@@ -55,10 +55,8 @@ class RequestCache:
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            if not self._initialised:
-                self._initialise()
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout=30000")
+            self._initialise()
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)  # timeout = busy timeout
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn

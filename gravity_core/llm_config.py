@@ -32,6 +32,19 @@ class LimitsConfig(BaseModel):
     use_prefect: bool = Field(True, description="use Prefect global concurrency/rate limits when an API is reachable")
 
 
+class BatchPollConfig(BaseModel):
+    """How often a submitted provider batch is polled: grows by `factor`, capped at `max_s`."""
+
+    model_config = ConfigDict(extra="forbid")
+    initial_s: float = Field(15.0, ge=0.0, description="wait before the second poll")
+    max_s: float = Field(300.0, ge=0.0, description="longest wait between polls")
+    factor: float = Field(2.0, ge=1.0, description="growth of the wait from one poll to the next")
+
+    def interval(self, polls_done: int) -> float:
+        """Seconds to wait after poll number `polls_done` (0-based): min(initial * factor^n, max)."""
+        return min(self.initial_s * self.factor ** min(polls_done, 64), self.max_s)
+
+
 class BackendConfig(BaseModel):
     """One chat backend."""
 
@@ -47,6 +60,9 @@ class BackendConfig(BaseModel):
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
     torch_threads: int | None = Field(None, ge=1, description="local backend: torch threads (null = cores)")
     fake_script: str | None = Field(None, description="fake backend: name of a registered script")
+    batch: bool = Field(False, description="send batched calls through the provider Batch API "
+                                           "(openai only; discounted, up to 24 h latency)")
+    batch_poll: BatchPollConfig = BatchPollConfig()
     retry: RetryConfig = RetryConfig()
     limits: LimitsConfig = LimitsConfig()
 
@@ -54,6 +70,8 @@ class BackendConfig(BaseModel):
     def _check(self) -> "BackendConfig":
         if self.backend == "fake" and not self.fake_script:
             raise ValueError("backend 'fake' needs fake_script")
+        if self.batch and self.backend != "openai":
+            raise ValueError(f"batch: true needs backend openai (the provider Batch API), not {self.backend!r}")
         return self
 
 
@@ -69,6 +87,7 @@ class StepOverride(BaseModel):
     adapter: str | None = None
     json_schema: Literal["auto", "on", "off"] | None = None
     fake_script: str | None = None
+    batch: bool | None = Field(None, description="provider Batch API for this step (openai only)")
 
 
 Price = tuple[float, float]
@@ -85,6 +104,18 @@ class LLMConfig(BaseModel):
     prices_per_mtok: dict[str, Price] = Field(
         default_factory=lambda: {"gpt-4o": (2.50, 10.00), "gpt-4o-mini": (0.15, 0.60)},
         description="USD per million (input, output) tokens, by model name; others cost 0")
+    batch_discount: float = Field(
+        0.5, ge=0.0, le=1.0, description="price factor for calls made through the provider Batch API")
+
+    @model_validator(mode="after")
+    def _check_batch_steps(self) -> "LLMConfig":
+        for step, override in self.steps.items():
+            backend = override.backend or self.default.backend
+            batch = self.default.batch if override.batch is None else override.batch
+            if batch and backend != "openai":
+                raise ValueError(f"llm.steps.{step}: batch: true needs backend openai, not {backend!r} "
+                                 "(set batch: false on this step)")
+        return self
 
     def for_step(self, step: str) -> BackendConfig:
         """The backend config a step uses: the default with that step's overrides applied."""
@@ -94,7 +125,9 @@ class LLMConfig(BaseModel):
         changes = {k: v for k, v in override.model_dump().items() if v is not None}
         return BackendConfig.model_validate({**self.default.model_dump(), **changes})
 
-    def cost_usd(self, model: str, input_tokens: int, output_tokens: int) -> float:
-        """Cost from the price table; models not listed (local, self-hosted) cost 0."""
+    def cost_usd(self, model: str, input_tokens: int, output_tokens: int, batch: bool = False) -> float:
+        """Cost from the price table (times `batch_discount` for Batch API calls); models not
+        listed (local, self-hosted) cost 0."""
         price_in, price_out = self.prices_per_mtok.get(model, (0.0, 0.0))
-        return (input_tokens * price_in + output_tokens * price_out) / 1e6
+        factor = self.batch_discount if batch else 1.0
+        return factor * (input_tokens * price_in + output_tokens * price_out) / 1e6

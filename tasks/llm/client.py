@@ -107,16 +107,25 @@ class ModelClient:
         return reply
 
     def complete_many(self, requests: list[ChatRequest], *, stage: str, user_id: str | None = None,
-                      item_ids: list[str] | None = None) -> list[ChatReply]:
+                      item_ids: list[str] | None = None, return_errors: bool = False) -> list:
         """Several calls; cache misses go to the backend in one batch when it can batch
         (`complete_batch`). Everything not answered by that batch (cache hits, or all of them
-        if the batch failed) goes through `complete`. Each call is cached and ledgered on its own."""
+        if the batch failed) goes through `complete`. Each call is cached and ledgered on its own.
+
+        A batch may fail single items (a `ModelCallError` in its place, e.g. the provider Batch
+        API after its re-queue): those are not retried here. They are raised (the first one)
+        after every other item is cached, or, with `return_errors`, returned in their place so
+        the caller fails those items only."""
         item_ids = item_ids or [None] * len(requests)
         fresh = self._batch_misses(requests, stage, user_id, item_ids)
-        return [fresh[i] if i in fresh else self.complete(r, stage=stage, user_id=user_id, item_id=item_ids[i])
-                for i, r in enumerate(requests)]
+        out = [fresh[i] if i in fresh else self.complete(r, stage=stage, user_id=user_id, item_id=item_ids[i])
+               for i, r in enumerate(requests)]
+        failed = [r for r in out if isinstance(r, ModelCallError)]
+        if failed and not return_errors:
+            raise failed[0]
+        return out
 
-    def _batch_misses(self, requests, stage, user_id, item_ids) -> dict[int, ChatReply]:
+    def _batch_misses(self, requests, stage, user_id, item_ids) -> dict[int, ChatReply | ModelCallError]:
         batch = getattr(self.backend, "complete_batch", None)
         keys = [request_key(self.backend.identity, r) for r in requests]
         missing = [i for i, k in enumerate(keys) if self.cache.get(k) is None]
@@ -129,12 +138,18 @@ class ModelClient:
         except ModelCallError:  # one by one instead, each with its own retries
             return {}
         share = (time.monotonic() - started) / len(missing)
+        mode = getattr(self.backend, "ledger_mode", "sync")
         for i, reply in zip(missing, replies):
+            if isinstance(reply, ModelCallError):
+                self._record(requests[i], keys[i], None, stage, user_id, item_ids[i], False, 1, 0,
+                             f"error: {reply.kind}", share, mode)
+                continue
             self.cache.put(keys[i], reply, self.backend.identity.backend, self.backend.identity.model)
-            self._record(requests[i], keys[i], reply, stage, user_id, item_ids[i], False, 1, 0, "ok", share)
+            self._record(requests[i], keys[i], reply, stage, user_id, item_ids[i], False, 1, 0, "ok", share, mode)
         return dict(zip(missing, replies))
 
-    def _record(self, request, key, reply, stage, user_id, item_id, cached, attempts, reasks, status, latency):
+    def _record(self, request, key, reply, stage, user_id, item_id, cached, attempts, reasks, status, latency,
+                mode="sync"):
         identity = self.backend.identity
         with self._count_lock:
             if cached:
@@ -148,8 +163,8 @@ class ModelClient:
             backend=identity.backend, model=identity.model, adapter=identity.adapter,
             prompt=f"{request.prompt_name}@{request.prompt_version}", request_key=key,
             input_tokens=tokens_in, output_tokens=tokens_out, cached=cached, attempts=attempts,
-            reasks=reasks, status=status, latency_s=round(latency, 4), ts=time.time(),
-            cost_usd=0.0 if cached else self.llm.cost_usd(identity.model, tokens_in, tokens_out)))
+            reasks=reasks, status=status, latency_s=round(latency, 4), ts=time.time(), mode=mode,
+            cost_usd=0.0 if cached else self.llm.cost_usd(identity.model, tokens_in, tokens_out, mode == "batch")))
 
     def _reask_text(self, error: str) -> str:
         from tasks.resources import load_phrasing

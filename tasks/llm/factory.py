@@ -14,10 +14,15 @@ _LOCAL_MODELS: dict[tuple, ChatBackend] = {}
 
 
 def build_backend(cfg: BackendConfig, cache_dir: Path) -> ChatBackend:
-    """One backend per config; local models are shared within a process (loaded once)."""
+    """One backend per config; local models are shared within a process (loaded once).
+    `batch: true` (openai only) picks the provider Batch API backend, its state under
+    `<cache_dir>/batches/`."""
     if cfg.backend == "openai":
         from tasks.llm.openai_backend import OpenAIBackend
         from tasks.llm.secrets import resolve_api_key
+        if cfg.batch:
+            from tasks.llm.batch import BatchAPIBackend
+            return BatchAPIBackend(cfg, resolve_api_key(cfg), state_dir=Path(cache_dir) / "batches")
         return OpenAIBackend(cfg, resolve_api_key(cfg))
     if cfg.backend == "fake":
         from tasks.llm.fake import FakeBackend

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 import openai
+from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 
 from gravity_core.llm import (
@@ -46,6 +47,15 @@ def to_model_error(exc: Exception) -> ModelCallError:
     return ModelCallError(f"unexpected error: {type(exc).__name__}", retryable=False)
 
 
+def reply_from_completion(completion: ChatCompletion) -> ChatReply:
+    """A `ChatReply` from a chat completion (a live response or a Batch API output line)."""
+    choice = completion.choices[0]
+    usage = completion.usage
+    return ChatReply(text=choice.message.content or "", finish_reason=choice.finish_reason or "stop",
+                     input_tokens=usage.prompt_tokens if usage else 0,
+                     output_tokens=usage.completion_tokens if usage else 0)
+
+
 class OpenAIBackend:
     """Chat completions against `base_url` with the key from env or a Prefect Secret."""
 
@@ -67,18 +77,19 @@ class OpenAIBackend:
             return {"type": "json_object"}
         return None
 
-    def _create(self, request: ChatRequest, response_format: dict | None) -> ChatReply:
-        kwargs = dict(model=self.cfg.model, messages=[m.model_dump() for m in request.messages],
-                      temperature=request.params.temperature, top_p=request.params.top_p,
-                      max_tokens=request.params.max_tokens, seed=request.params.seed)
+    def request_body(self, request: ChatRequest) -> dict:
+        """The chat-completions body for a request, response_format included (also the `body`
+        of a Batch API line: one builder for both paths)."""
+        body = dict(model=self.cfg.model, messages=[m.model_dump() for m in request.messages],
+                    temperature=request.params.temperature, top_p=request.params.top_p,
+                    max_tokens=request.params.max_tokens, seed=request.params.seed)
+        response_format = self._response_format(request)
         if response_format is not None:
-            kwargs["response_format"] = response_format
-        completion = self._client.chat.completions.create(**kwargs)
-        choice = completion.choices[0]
-        usage = completion.usage
-        return ChatReply(text=choice.message.content or "", finish_reason=choice.finish_reason or "stop",
-                         input_tokens=usage.prompt_tokens if usage else 0,
-                         output_tokens=usage.completion_tokens if usage else 0)
+            body["response_format"] = response_format
+        return body
+
+    def _create(self, body: dict) -> ChatReply:
+        return reply_from_completion(self._client.chat.completions.create(**body))
 
     def _downgrade(self) -> bool:
         """After the endpoint rejected a schema format, use the next weaker one (auto mode only)."""
@@ -90,9 +101,10 @@ class OpenAIBackend:
 
     def complete(self, request: ChatRequest) -> ChatReply:
         while True:
-            response_format = self._response_format(request)
+            body = self.request_body(request)
+            response_format = body.get("response_format")
             try:
-                return self._create(request, response_format)
+                return self._create(body)
             except openai.APIStatusError as exc:
                 if response_format and _rejects_format(exc) and self._downgrade():
                     continue

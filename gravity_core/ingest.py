@@ -174,7 +174,10 @@ def _price(value: object) -> float | None:
     match = _PRICE.match(value.strip())
     if match is None:
         raise _Reject(f"price {value[:40]!r} is not a price")
-    return float(match.group(1).replace(",", ""))
+    price = float(match.group(1).replace(",", ""))
+    if not math.isfinite(price):  # 400 digits parse to inf
+        raise _Reject(f"price {value[:40]!r} is out of range")
+    return price
 
 
 def _author(obj: dict) -> str | None:

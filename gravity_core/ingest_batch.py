@@ -81,6 +81,9 @@ def parse_jsonl_lines(lines: Iterable[tuple[int, str]], kind: Kind, source_file:
         except ValueError as err:  # JSONDecodeError and lone-surrogate errors alike
             batch.reject(line_no, f"invalid JSON: {err}", line)
             continue
+        except RecursionError:  # '[[[[...' thousands deep: the decoder recurses per level
+            batch.reject(line_no, "invalid JSON: nested too deeply", line)
+            continue
         batch.add(line_no, obj, line)
     return batch
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from gravity_core.fences import fenced_regions
 from gravity_core.profile import facets
 from gravity_core.profile.config import ProfilesConfig
 from gravity_core.profile.records import UserInput, UserReview, age_bin
@@ -41,7 +42,9 @@ def test_fit_reviews_respects_the_budget_and_spans_genres():
     text, ids = facets.fit_reviews(reviews, cfg)
     assert len(text) <= 800 and 2 <= len(ids) < 24
     assert {"r23", "r19"} <= set(ids)  # newest of each genre first
-    assert all("..." in line for line in text.splitlines())  # each review cut to max_review_chars
+    regions = fenced_regions(text)
+    assert [r.label for r in regions] == [f"REVIEW {i}" for i in range(1, len(ids) + 1)]
+    assert all(r.text.endswith("...") for r in regions)  # each review cut to max_review_chars
 
 
 def test_fit_reviews_keeps_everything_when_it_fits():
@@ -88,10 +91,16 @@ def test_stance_schema_lists_every_id_in_order():
 
 def test_agreement_against_planted_truth():
     from gravity_core.profile.agreement import agreement
-    profile = {"user_id": "u", "values": {"stances": {"a": "support", "b": "neutral", "d": "support"}},
-               "personality": {"levels": {"openness": "high", "neuroticism": "low"}},
-               "interests": {"genres": ["x", "y", "z"]},
-               "demographics": {"age_bin": "senior", "gender": "female", "sources": {"age": "inferred:llm", "gender": "given"}}}
+    from gravity_core.profile.records import Profile
+    profile = Profile.model_validate({
+        "user_id": "u", "user_summary": "s",
+        "values": {"user_id": "u", "stances": {"a": "support", "b": "neutral", "d": "support"}, "summary": "v",
+                   "review_ids": [], "calls": 1},
+        "personality": {"user_id": "u", "levels": {"openness": "high", "neuroticism": "low"}, "source": "llm"},
+        "interests": {"user_id": "u", "genres": ["x", "y", "z"], "shares": {}},
+        "demographics": {"user_id": "u", "country": None, "age": None, "age_bin": "senior", "gender": "female",
+                         "sources": {"age": "inferred:llm", "gender": "given"}},
+        "provenance": {"models": {}, "prompts": {}, "review_ids": [], "banks": {}}})
     truth = {"u": {"age": 70, "gender": "female", "top_genres": ["x", "q"], "stances": {"a": "support", "b": "no support", "c": "support"},
                    "ocean": {"openness": "high", "neuroticism": "high"}}}
     result = agreement([profile], truth)

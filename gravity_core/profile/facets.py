@@ -10,6 +10,7 @@ import math
 import re
 from collections import Counter
 
+from gravity_core.fences import fence
 from gravity_core.profile.config import ProfilesConfig
 from gravity_core.profile.records import AGE_BINS, GENDERS, STANCES, TRAITS, Interests, UserInput, UserReview
 
@@ -20,6 +21,8 @@ def fit_reviews(reviews: tuple[UserReview, ...], cfg: ProfilesConfig) -> tuple[s
     Strategy: each review is cut to `max_review_chars`; reviews are taken newest first,
     round-robin across the user's genres (most reviewed genre first) so that a long history
     is sampled across all of the user's tastes; stop when the next review would overflow.
+    Each review (its metadata line too: titles are stranger-written) is one fenced block
+    `<<<REVIEW n>>>` ... `<<<END REVIEW n>>>` (gravity_core.fences), fences counted in the budget.
     Returns the rendered block and the review ids used (recorded as provenance).
     """
     budget = int(cfg.review_token_budget * cfg.review_chars_per_token)
@@ -27,26 +30,27 @@ def fit_reviews(reviews: tuple[UserReview, ...], cfg: ProfilesConfig) -> tuple[s
     for review in sorted(reviews, key=lambda r: (-r.timestamp, r.review_id)):
         by_genre.setdefault(review.genre, []).append(review)
     order = sorted(by_genre, key=lambda g: (-len(by_genre[g]), g))
-    lines, ids, used = [], [], 0
+    blocks, ids, used = [], [], 0
     for rank in range(max((len(v) for v in by_genre.values()), default=0)):
         for genre in order:
             if rank >= len(by_genre[genre]):
                 continue
-            line = _render_review(by_genre[genre][rank], cfg.max_review_chars)
-            if used + len(line) > budget:
-                return "\n".join(lines), ids
-            lines.append(line)
+            block = fence(_render_review(by_genre[genre][rank], cfg.max_review_chars), f"REVIEW {len(ids) + 1}")
+            if used + len(block) > budget:
+                return "\n".join(blocks), ids
+            blocks.append(block)
             ids.append(by_genre[genre][rank].review_id)
-            used += len(line) + 1
-    return "\n".join(lines), ids
+            used += len(block) + 1
+    return "\n".join(blocks), ids
 
 
 def _render_review(review: UserReview, max_chars: int) -> str:
     text = " ".join(review.text.split())
     if len(text) > max_chars:
         text = text[: max_chars - 3].rsplit(" ", 1)[0] + "..."
-    book = f' on "{review.book_title}"' if review.book_title else ""
-    return f"- [{review.rating:.0f}/5{book}, {review.genre}] {review.title}: {text}".replace(" : ", ": ")
+    title, book_title = " ".join(review.title.split()), " ".join(review.book_title.split())
+    book = f' on "{book_title}"' if book_title else ""
+    return f"[{review.rating:.0f}/5{book}, {review.genre}] {title}: {text}".replace(" : ", ": ")
 
 
 def interests(user: UserInput, cfg: ProfilesConfig) -> Interests:

@@ -1,185 +1,202 @@
-"""The `gravity` command: one subcommand per stage, plus `run` (the whole pipeline).
-
-Every stage command takes --recipe, --out and repeated --set key=value. Prefect is imported
-only after the environment is prepared (stable result storage under the cache folder).
+"""The `gravity` command. Every stage command runs the deployable `gravity-pipeline` flow with
+that stage selected; `gravity run` runs all of them. Errors are one line on stderr (exit 2 for
+usage errors, 1 for run failures); `--verbose` shows library logs and tracebacks.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
-import uuid
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from gravity_core.recipe import Recipe, RecipeError, parse_recipe
-
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="GRAVITY: profile-grounded synthetic preferences for personalized generation.")
-DEFAULT_RECIPE = Path("recipes/sample.yaml")
-RecipeOpt = typer.Option(DEFAULT_RECIPE, "--recipe", "-r", help="YAML recipe (see recipes/)")
-OutOpt = typer.Option(..., "--out", "-o", help="run directory (artifacts, manifest.json, ledger.parquet)")
+RecipeOpt = typer.Option("sample", "--recipe", "-r", help="recipe name in recipes/ (sample, paper...) or a YAML path")
+OutOpt = typer.Option(..., "--out", "-o", help="run directory (artifacts, manifest.json, ledger.parquet, logs/)")
 SetOpt = typer.Option(None, "--set", "-s", help="override a recipe key: section.key=value (repeatable)")
+VERBOSE = {"on": False}
 
 
-def load_recipe(path: Path, overrides: list[str] | None) -> Recipe:
-    """Parse the recipe or exit with the error naming the bad key."""
-    if not path.exists():
-        raise typer.BadParameter(f"recipe not found: {path}", param_hint="--recipe")
-    try:
-        return parse_recipe(path.read_text(encoding="utf-8"), overrides or [], source=str(path))
-    except RecipeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+@app.callback()
+def options(verbose: bool = typer.Option(False, "--verbose", "-v",
+                                         help="show library logs, warnings and tracebacks (also after the command)")):
+    """GRAVITY: profile-grounded synthetic preferences for personalized generation."""
+    VERBOSE["on"] = VERBOSE["on"] or verbose
 
 
-def prepare_environment(recipe: Recipe) -> None:
-    """Stable Prefect result storage (task caches survive new processes), quiet, offline."""
-    cache = Path(recipe.llm.cache_dir).resolve()
-    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
-    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(cache / "prefect-results"))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if recipe.run.torch_threads:
-        import torch
-        torch.set_num_threads(recipe.run.torch_threads)
+def _quiet_prefect_console() -> None:
+    """Prefect logs go to RUN_DIR/logs/ only (set before Prefect configures logging)."""
+    if not VERBOSE["on"]:
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_LOGGERS_UVICORN_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
 
 
-def context(recipe: Recipe, out: Path):
-    from tasks.stage import RunContext, recipe_hash
-    out.mkdir(parents=True, exist_ok=True)
-    return RunContext(run_dir=str(out.resolve()), run_id=uuid.uuid4().hex[:12], recipe_name=recipe.run.name,
-                      recipe_hash=recipe_hash(recipe))
-
-
-def _finish(state, out: Path) -> None:
-    manifest = out / "manifest.json"
-    typer.echo(f"manifest: {manifest}")
-    if manifest.exists():
-        for name, stage in json.loads(manifest.read_text())["stages"].items():
-            typer.echo(f"  {name}: {stage['status']} in {stage['seconds']}s, calls {stage['model_calls']}")
-            for label, path in stage["artifacts"].items():
-                typer.echo(f"    {label}: {out / path}")
-            if "heldout" in stage["notes"]:
-                typer.echo(f"    held-out evaluation: {json.dumps(stage['notes']['heldout'])}")
-    if state is not None and not state.is_completed():
-        typer.echo(f"error: {state.message}", err=True)
-        raise typer.Exit(1)
-
-
-def _stage(recipe: Path, out: Path, overrides: list[str] | None, module: str, flow: str, **params) -> None:
-    """Load the recipe, prepare the environment, run one flow and report where everything is."""
-    import importlib
-    rec = load_recipe(recipe, overrides)
-    prepare_environment(rec)
-    flow_fn = getattr(importlib.import_module(module), flow)
-    _finish(flow_fn(rec, context(rec, out), return_state=True, **params), out)
+def run_pipeline(recipe: str, out: Path, overrides: list[str] | None, stages: list[str] | None, **params) -> dict:
+    """Validate the recipe (fast, before Prefect starts), then run the pipeline flow with the
+    live console; print the summary table and raise on failure."""
+    from tasks.environment import load_recipe, prepare_process
+    prepare_process(load_recipe(recipe, overrides))
+    _quiet_prefect_console()
+    from contextlib import nullcontext
+    from flows.pipeline import gravity_pipeline
+    from gravity_core.layout import RunLayout
+    from tasks.console import RunConsole, captured_output
+    from tasks.run_summary import summarize_run
+    layout = RunLayout.of(out)
+    with (nullcontext(sys.stdout) if VERBOSE["on"] else captured_output(layout.logs / "console.log")) as stream:
+        view = RunConsole(stream)
+        try:
+            with view.live():
+                return gravity_pipeline(recipe=recipe, overrides=overrides or [], out=str(out), stages=stages,
+                                        **params)
+        finally:
+            if (done := summarize_run(layout))["stages"]:
+                view.summary(done)
 
 
 @app.command()
 def ingest(reviews: list[Path] = typer.Option(..., help="review file(s): .jsonl, .jsonl.gz, .parquet"),
            meta: list[Path] = typer.Option(..., help="item-metadata file(s)"),
-           users: Optional[Path] = typer.Option(None, help="known user attributes (csv/jsonl)"),
-           recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
+           users: Optional[Path] = typer.Option(None, help="known user attributes (csv/jsonl); optional"),
+           recipe: str = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
     """Read Amazon Reviews 2023 files into parquet (+ quarantine) and select the cohort."""
     data = [f"data.reviews={json.dumps([str(p) for p in reviews])}", f"data.meta={json.dumps([str(p) for p in meta])}",
             f"data.users={json.dumps(str(users) if users else None)}"]
-    rec = load_recipe(recipe, data + (set_ or []))
-    prepare_environment(rec)
-    from flows.ingest import ingest_flow
-    result = ingest_flow(rec, context(rec, out))
-    summary = result["summary"]
+    run_pipeline(recipe, out, data + (set_ or []), ["ingest"])
+    _ingest_report(out)
+
+
+def _ingest_report(out: Path) -> None:
+    from tasks.rundir import read_manifest
+    from gravity_core.layout import RunLayout
+    stage = read_manifest(RunLayout.of(out)).stages["ingest"]
+    counts, coverage = stage.notes["counts"], stage.notes["genre_coverage"]
     for kind in ("reviews", "books", "users"):
-        counts = getattr(summary, kind)
-        if counts is not None:
-            typer.echo(f"{kind}: read {counts.lines_read}, ingested {counts.ingested}, "
-                       f"quarantined {counts.quarantined} (duplicates {counts.duplicates})")
-    typer.echo(f"cohort: {result['cohort']['users']} users")
-    _finish(None, out)
+        if counts.get(kind):
+            c = counts[kind]
+            typer.echo(f"{kind}: read {c['lines_read']}, ingested {c['ingested']}, quarantined {c['quarantined']} "
+                       f"(duplicates {c['duplicates']})")
+    typer.echo(f"genres: {coverage['mapped_books']} of {coverage['reviewed_books']} reviewed books mapped "
+               f"({100 * (coverage['mapped_share'] or 0):.1f}%)")
+    for row in coverage["top_unmapped"][:5]:
+        typer.echo(f"  unmapped: {row['path']} ({row['reviews']} reviews)")
+    countries = ", ".join(f"{name}: {n}" for name, n in stage.notes["countries"].items())
+    typer.echo(f"cohort: {stage.rows['cohort_users']} users ({countries})")
 
 
 @app.command()
-def profiles(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
+def profiles(recipe: str = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
     """Build every cohort user's profile (needs `ingest` in the same RUN_DIR)."""
-    _stage(recipe, out, set_, "flows.profiles", "profiles_flow")
+    run_pipeline(recipe, out, set_, ["profiles"])
 
 
 @app.command()
-def scenarios(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
+def scenarios(recipe: str = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
     """Generate the shared scenario pool: N scenario pairs per seed statement."""
-    _stage(recipe, out, set_, "flows.scenarios", "scenarios_flow")
+    run_pipeline(recipe, out, set_, ["scenarios"])
 
 
 @app.command()
-def pairs(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
+def pairs(recipe: str = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
     """Assemble every user's preference pairs and export them for TRL (needs profiles + scenarios)."""
-    _stage(recipe, out, set_, "flows.pairs", "pairs_flow")
+    run_pipeline(recipe, out, set_, ["pairs"])
 
 
 @app.command()
-def train(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt,
+def train(recipe: str = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt,
           resume: bool = typer.Option(False, help="continue from the last complete checkpoint in RUN_DIR/train")):
     """DPO-train one LoRA adapter on all users' pairs (TRL), then score the held-out split."""
-    _stage(recipe, out, set_, "flows.train", "train_flow", resume=resume)
+    run_pipeline(recipe, out, set_, ["train"], resume_training=resume)
 
 
 @app.command()
-def generate(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt,
-             adapter: Optional[Path] = typer.Option(None, help="LoRA adapter (default: RUN_DIR/train/adapter if present)")):
+def generate(recipe: str = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt,
+             adapter: Optional[Path] = typer.Option(None, help="LoRA adapter (default: RUN_DIR/train/gravity/adapter)")):
     """Write personalized book descriptions for every user's target books."""
-    default = out / "train" / "adapter"
-    chosen = adapter or (default if (default / "adapter_config.json").exists() else None)
-    _stage(recipe, out, set_, "flows.generate", "generate_flow", adapter=str(chosen.resolve()) if chosen else None)
+    chosen = [f"llm.steps.generate.adapter={json.dumps(str(adapter.resolve()))}"] if adapter else []
+    run_pipeline(recipe, out, [*(set_ or []), *chosen], ["generate"])
 
 
 @app.command()
-def run(recipe: Path = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
-    """The main job: every implemented stage as one Prefect flow of subflows."""
-    _stage(recipe, out, set_, "flows.run", "gravity_run")
+def run(recipe: str = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
+    """The main job: every stage as one Prefect flow (the `gravity-pipeline` deployment's flow)."""
+    run_pipeline(recipe, out, set_, None)
 
 
 @app.command()
-def banks(recipe: Path = RecipeOpt, set_: list[str] = SetOpt):
+def banks(recipe: str = RecipeOpt, set_: list[str] = SetOpt):
     """Print the knowledge banks' counts (seeds per source/topic, items per trait/style, genres)."""
-    rec = load_recipe(recipe, set_)
     from tasks.bank_summary import load_bank_summary
-    typer.echo(json.dumps(load_bank_summary(rec.banks), indent=2))
+    from tasks.environment import load_recipe
+    typer.echo(json.dumps(load_bank_summary(load_recipe(recipe, set_).banks), indent=2))
 
 
 @app.command()
 def ledger(run_dir: Path = typer.Argument(..., help="a run directory")):
     """Model-call totals per stage and per user from RUN_DIR/ledger.parquet."""
     from gravity_core.ledger_report import totals
+    from tasks.console import RunConsole, frame_table
     from tasks.llm.ledger import read_ledger
-    import polars as pl
     frame = read_ledger(run_dir)
     if frame.is_empty():
         typer.echo(f"no ledger rows in {run_dir}")
         return
-    with pl.Config(tbl_cols=-1, tbl_rows=-1, tbl_width_chars=220, fmt_str_lengths=40):
-        for title, table in totals(frame).items():
-            typer.echo(f"\n{title}\n{table}")
+    console = RunConsole().console
+    for title, table in totals(frame).items():
+        console.print(frame_table(title, table))
 
 
 @app.command()
 def agreement(run_dir: Path = typer.Argument(..., help="a run directory with profiles"),
               truth: str = typer.Option("package:sample/ground_truth.json", help="planted ground truth JSON")):
     """Agreement of the run's profiles with planted ground truth (stances, OCEAN, genres, inferred demographics)."""
+    from gravity_core.layout import RunLayout
     from gravity_core.profile.agreement import agreement as score
-    from tasks.profile_io import read_profiles
+    from tasks.records_io import read_profiles
     from tasks.resources import resolve_path
-    profiles = read_profiles(run_dir)
-    result = score(profiles, json.loads(resolve_path(truth).read_text())["users"])
-    (run_dir / "profiles" / "agreement.json").write_text(json.dumps(result, indent=2))
+    from tasks.rundir import write_text_atomic
+    layout = RunLayout.of(run_dir)
+    result = score(read_profiles(layout), json.loads(resolve_path(truth).read_text())["users"])
+    write_text_atomic(layout.agreement, json.dumps(result, indent=2))
     typer.echo(json.dumps(result, indent=2))
 
 
+def _exit_code(exc: BaseException) -> int:
+    """2 for what the user can fix before running (recipe, files, keys), 1 for a failed run."""
+    from gravity_core.recipe import RecipeError
+    from gravity_core.records import RecordSchemaError
+    from tasks.llm.secrets import MissingSecret
+    return 2 if isinstance(exc, (RecipeError, FileNotFoundError, MissingSecret, RecordSchemaError)) else 1
+
+
+def error_line(exc: BaseException) -> str:
+    """One line saying what went wrong (the exception's own first line)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"error: {text[:400]}"
+
+
 def main() -> None:
+    if "--verbose" in sys.argv[1:] or "-v" in sys.argv[1:]:
+        VERBOSE["on"] = True
+        sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a not in ("--verbose", "-v")]
     try:
-        app()
-    except FileNotFoundError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        app(standalone_mode=False)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - every error ends as one line (traceback with --verbose)
+        import click
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if VERBOSE["on"]:
+            import traceback
+            traceback.print_exc()
+        typer.echo(error_line(exc), err=True)
+        sys.exit(_exit_code(exc))

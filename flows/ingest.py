@@ -1,24 +1,32 @@
-"""Ingest flow: Amazon Reviews 2023 files -> parquet + quarantine -> cohort (appendix A)."""
+"""Ingest flow: Amazon Reviews 2023 files -> parquet + quarantine -> (inferred countries) -> cohort
+(appendix A)."""
 from __future__ import annotations
 
-import time
-
-from prefect import flow
+from prefect import flow, unmapped
 
 from gravity_core.recipe import Recipe
-from tasks.ingest import cohort, ingest
-from tasks.stage import RunContext, finish_stage
+from tasks.fanout import settle
+from tasks.ingest import (
+    candidate_ids, cohort, country_candidates, infer_candidate_country, ingest, ingest_rows, warnings_of,
+)
+from tasks.profile_io import country_options
+from tasks.stage import RunContext, StageResult, client_for, gravity_stage
 
 
 @flow(name="gravity-ingest")
-def ingest_flow(recipe: Recipe, ctx: RunContext) -> dict:
-    started = time.time()
-    out = ctx.stage_dir("ingest")
-    summary = ingest(recipe.data, recipe.banks, out)
-    chosen = cohort(out, recipe.cohort, out)
-    finish_stage(ctx, "ingest", started, artifacts={k: str(v) for k, v in summary.outputs.items()},
-                 rows={"reviews": summary.reviews.ingested, "reviews_quarantined": summary.reviews.quarantined,
-                       "books": summary.books.ingested, "books_quarantined": summary.books.quarantined,
-                       "cohort_users": chosen["users"]},
-                 notes={"cohort_funnel": chosen["funnel"]})
-    return {"summary": summary, "cohort": chosen}
+@gravity_stage("ingest")
+def ingest_flow(recipe: Recipe, ctx: RunContext) -> StageResult:
+    layout = ctx.layout
+    summary = ingest(recipe.data, recipe.banks, layout)
+    unknown = country_candidates(layout, recipe.cohort)
+    client = client_for(recipe.llm, "profile", ctx) if unknown else None
+    inferred, failures = settle(candidate_ids(unknown), infer_candidate_country.map(
+        unknown, unmapped(country_options(recipe)), unmapped(recipe.profiles), unmapped(client)), stage="ingest")
+    chosen = cohort(layout, recipe.cohort, inferred)
+    return StageResult(done=f"{chosen['users']} cohort users", what="country inferences", total=len(unknown),
+                       artifacts={**summary.outputs, "cohort": layout.cohort, "cohort_funnel": layout.cohort_funnel,
+                                  "genre_coverage": layout.genre_coverage},
+                       rows=ingest_rows(summary, chosen), failures=failures, clients=[client] if client else [],
+                       notes={"cohort_funnel": chosen["funnel"], "genre_coverage": chosen["genre_coverage"],
+                              "countries": chosen["countries"], "counts": summary.model_dump(mode="json")},
+                       warnings=warnings_of(chosen), value=chosen)

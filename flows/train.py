@@ -1,28 +1,28 @@
 """Training flow (GRAVITY section 3.4): one adapter on all users' pairs, then held-out evaluation."""
 from __future__ import annotations
 
-import time
-
 from prefect import flow
 
+from gravity_core.layout import GRAVITY
 from gravity_core.recipe import Recipe
-from tasks.stage import RunContext, finish_stage
-from tasks.train_stage import fingerprint, heldout, train
+from tasks.profile_io import load_seeds
+from tasks.stage import RunContext, StageResult, gravity_stage
+from tasks.train_stage import adapter_sha, fingerprint, heldout, train, train_rows
 
 
 @flow(name="gravity-train")
-def train_flow(recipe: Recipe, ctx: RunContext, resume: bool = False) -> dict:
-    started = time.time()
-    pairs = fingerprint(ctx.run_dir)
-    summary = train(recipe.train, ctx.run_dir, recipe.llm.cache_dir, pairs["sha"], pairs["facets"], resume,
+@gravity_stage("train")
+def train_flow(recipe: Recipe, ctx: RunContext, resume: bool = False) -> StageResult:
+    layout = ctx.layout
+    data = fingerprint(layout)
+    summary = train(recipe.train, layout, GRAVITY, recipe.llm.cache_dir, data["sha"], data["facets"], resume,
                     ctx.run_id)
-    evaluation = heldout(recipe.train, ctx.run_dir, summary["adapter"], recipe.llm.cache_dir, pairs["sha"])
-    out = ctx.stage_dir("train")
-    finish_stage(ctx, "train", started,
-                 artifacts={"adapter": summary["adapter"], "metrics": f"{out}/metrics.jsonl",
-                            "heldout_eval": f"{out}/heldout_eval.json"},
-                 rows={"steps": summary["steps"], "train_rows": summary["metrics"]["train_rows"]},
-                 notes={"train_seconds": summary["seconds"], "method": summary["method"],
-                        "final": {k: v for k, v in summary["metrics"].items() if isinstance(v, (int, float))},
-                        "heldout": evaluation})
-    return {**summary, "heldout": evaluation}
+    seeds, _ = load_seeds(recipe.banks, recipe.run.seed)
+    evaluation = heldout(recipe.train, layout, GRAVITY, seeds, recipe.llm.cache_dir, adapter_sha(summary))
+    return StageResult(done=f"{summary['steps']} {summary['method']} steps", what="adapters", total=1,
+                       artifacts={"adapter": layout.adapter(GRAVITY), "metrics": layout.train_metrics(GRAVITY),
+                                  "heldout_eval": layout.heldout_eval(GRAVITY)},
+                       rows={"steps": summary["steps"], "train_rows": train_rows(summary)},
+                       notes={"train_seconds": summary["seconds"], "method": summary["method"],
+                              "final": summary["metrics"], "heldout": evaluation},
+                       value={**summary, "heldout": evaluation})

@@ -16,10 +16,12 @@ from typing import Annotated, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from gravity_core.errors import describe_validation
+from gravity_core.profile.records import Trait
+
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 SeedSource = Literal["hofstede", "schwartz", "wvs7"]
 Topic = Literal["culture", "ethics", "society", "politics", "morals", "religion"]
-Trait = Literal["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"]
 Style = Literal["scenario", "dialogue"]
 ItemSource = Literal["gravity-bank", "trait", "big5chat"]
 T = TypeVar("T")
@@ -95,10 +97,7 @@ class Reject(_Record):
 
 
 def _describe(err: ValidationError) -> str:
-    return "; ".join(
-        f"field '{'.'.join(map(str, e['loc']))}': {e['msg']}" if e["loc"] else e["msg"]
-        for e in err.errors()
-    )
+    return describe_validation(err, unknown="field '{}': Extra inputs are not permitted", field="field '{}': {}")
 
 
 def _parse_jsonl(text: str, model: type[T], what: str) -> list[T]:

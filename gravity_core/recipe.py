@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gravity_core.cohort import CohortConfig
+from gravity_core.errors import describe_validation
 from gravity_core.llm_config import LLMConfig
 from gravity_core.profile.config import ProfilesConfig
 from gravity_core.stage_configs import GenerateConfig, PairsConfig, ScenariosConfig
@@ -72,7 +73,10 @@ class Recipe(BaseModel):
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply `key.sub=value` overrides (value parsed as YAML) to a raw recipe dict."""
-    result = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    try:  # a deep copy through YAML; a structure nested hundreds deep overflows the representer
+        result = yaml.safe_load(yaml.safe_dump(raw)) or {}
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise RecipeError(f"recipe cannot be copied for overrides: {str(exc)[:200]}") from exc
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -83,31 +87,34 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise RecipeError(f"override {key!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = _load_yaml(value, f"override {key.strip()!r}")
     return result
 
 
+def _load_yaml(text: str, what: str) -> Any:
+    """YAML text to data; any way it fails (deep nesting too) is a RecipeError naming `what`."""
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise RecipeError(f"{what}: invalid YAML: {exc}") from exc
+
+
 def _describe(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{key}'")
-        else:
-            lines.append(f"'{key}': {e['msg']}")
-    return f"recipe {source}: " + "; ".join(lines)
+    return f"recipe {source}: " + describe_validation(err)
 
 
 def parse_recipe(text: str, overrides: list[str] | None = None, source: str = "<text>") -> Recipe:
     """YAML text (+ overrides) to a validated `Recipe`; errors name the offending key."""
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe {source}: invalid YAML: {exc}") from exc
+    raw = _load_yaml(text, f"recipe {source}") or {}
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {source}: top level must be a mapping")
     raw = apply_overrides(raw, overrides or [])
     try:
-        return Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         raise RecipeError(_describe(exc, source)) from exc
+    try:  # a recipe is recorded and hashed: YAML anchors can build cycles (train: &a {x: *a})
+        recipe.model_dump_json()
+    except ValueError as exc:
+        raise RecipeError(f"recipe {source}: cannot be serialised: {exc}") from exc
+    return recipe

@@ -6,8 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gravity_core.profile.records import Trait
+
 Facet = Literal["interest-category", "interest-summary", "value", "personality"]
-Trait = Literal["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"]
 
 
 class ScenariosConfig(BaseModel):

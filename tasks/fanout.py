@@ -1,29 +1,40 @@
-"""Collecting per-user fan-out results without letting one failure sink the rest."""
+"""Collecting per-item fan-out results without letting one failure sink the rest."""
 from __future__ import annotations
 
 from typing import Any
 
+from prefect.futures import as_completed
 
-def settle(keys: list[str], futures: list) -> tuple[dict[str, Any], dict[str, str]]:
-    """Wait for mapped futures; (results by key, failure reason by key)."""
+from tasks.progress import BOARD
+
+
+def settle(keys: list[str], futures: list, stage: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Wait for mapped futures as they finish; (results by key, failure reason by key).
+    Each finished item advances `stage`'s progress."""
+    BOARD.expect(stage, len(keys))
+    by_future = {id(f): k for k, f in zip(keys, futures)}
     results, failures = {}, {}
-    for key, future in zip(keys, futures):
+    for future in as_completed(futures):
         future.wait()
-        state = future.state
+        key, state = by_future[id(future)], future.state
         if state.is_completed():
             results[key] = future.result()
         else:
             failures[key] = _reason(state)
-    return results, failures
+        BOARD.advance(stage, key, failures.get(key))
+    return {k: results[k] for k in keys if k in results}, {k: failures[k] for k in keys if k in failures}
 
 
-def settle_all(keys: list[str], futures: dict[str, list]) -> tuple[dict[str, dict], dict[str, str]]:
+def settle_all(keys: list[str], futures: dict[str, list], stage: str | None = None) -> tuple[dict[str, dict], dict[str, str]]:
     """`settle` for several mapped facets: ({facet: results by key}, first failure reason by key)."""
+    BOARD.expect(stage, len(keys))
     results, failures = {}, {}
     for facet, facet_futures in futures.items():
         results[facet], failed = settle(keys, facet_futures)
         for key, reason in failed.items():
             failures.setdefault(key, f"{facet}: {reason}")
+    for key in keys:
+        BOARD.advance(stage, key, failures.get(key))
     return results, failures
 
 

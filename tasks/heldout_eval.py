@@ -9,8 +9,12 @@ import polars as pl
 import torch
 from datasets import load_from_disk
 
+from gravity_core.layout import RunLayout
+from gravity_core.records import PreferencePair
 from gravity_core.training.evaluate import preference_metrics, sensitivity, with_stance
+from tasks.records_io import read_frame
 from tasks.resources import load_phrasing
+from tasks.rundir import write_text_atomic
 from tasks.training import load_base
 
 
@@ -66,29 +70,32 @@ def _flip_rows(model, scorer, rows: list[dict]) -> tuple[list[dict], list[dict]]
     return trained, base
 
 
-def evaluate_heldout(run_dir: Path, raw_cfg: dict, adapter: Path, cache_dir: Path) -> dict:
+def evaluate_heldout(layout: RunLayout, method: str, raw_cfg: dict, statements: dict[str, str],
+                     cache_dir: Path) -> dict:
     """Metrics on the held-out split (whole scenarios/items never trained on), written to
-    RUN_DIR/train/heldout_eval.json."""
+    RUN_DIR/train/<method>/heldout_eval.json. `statements`: seed id -> seed statement."""
     from peft import PeftModel
     from gravity_core.training.config import parse_train_config
     cfg = parse_train_config(raw_cfg)
     base, tokenizer = load_base(cfg, cache_dir)
-    model = PeftModel.from_pretrained(base, str(adapter)).eval()
+    model = PeftModel.from_pretrained(base, str(layout.adapter(method))).eval()
     scorer = Scorer(model, tokenizer, cfg.max_length or 512)
-    heldout = load_from_disk(str(run_dir / "pairs" / "hf"))["heldout"]
+    heldout = load_from_disk(str(layout.pairs_hf))["heldout"]
     rows = [heldout[i] for i in range(min(cfg.heldout_eval_rows, heldout.num_rows))]
-    pairs = pl.read_parquet(run_dir / "pairs" / "pairs.parquet")
-    values = _value_rows(run_dir, pairs, [r["pair_id"] for r in rows if r["facet"] == "value"])
+    values = _value_rows(layout, [r["pair_id"] for r in rows if r["facet"] == "value"], statements)
     flip_trained, flip_base = _flip_rows(model, scorer, values)
     result = {"preference": preference_metrics(_pair_rows(model, scorer, rows), cfg.beta),
               "profile_sensitivity": {"trained": sensitivity(flip_trained), "base": sensitivity(flip_base)},
               "heldout_rows": heldout.num_rows, "evaluated_rows": len(rows)}
-    (run_dir / "train" / "heldout_eval.json").write_text(json.dumps(result, indent=2))
+    write_text_atomic(layout.heldout_eval(method), json.dumps(result, indent=2))
     return result
 
 
-def _value_rows(run_dir: Path, pairs: pl.DataFrame, pair_ids: list[str]) -> list[dict]:
-    pool = pl.read_parquet(run_dir / "scenarios" / "pool.parquet").select("scenario_id", "aligned", "contradicting")
-    chosen = pairs.filter(pl.col("pair_id").is_in(pair_ids)).join(pool, left_on="source_id", right_on="scenario_id")
-    statements = chosen.with_columns(pl.col("task").str.extract(r'"(.*)"$').alias("statement"))
-    return statements.select("prompt", "prompt_text", "statement", "aligned", "contradicting").to_dicts()
+def _value_rows(layout: RunLayout, pair_ids: list[str], statements: dict[str, str]) -> list[dict]:
+    """Held-out value pairs with their seed statement (by the pair's typed seed_id) and both scenarios."""
+    pool = pl.read_parquet(layout.pool).select("scenario_id", "aligned", "contradicting")
+    seeds = pl.DataFrame({"seed_id": list(statements), "statement": list(statements.values())},
+                         schema={"seed_id": pl.String, "statement": pl.String})
+    chosen = (read_frame(layout.pairs, PreferencePair).filter(pl.col("pair_id").is_in(pair_ids))
+              .join(pool, left_on="source_id", right_on="scenario_id").join(seeds, on="seed_id"))
+    return chosen.select("prompt", "prompt_text", "statement", "aligned", "contradicting").to_dicts()

@@ -24,8 +24,9 @@ from gravity_core.banks import GenreTaxonomy
 from gravity_core.cohort import assign_genres
 from gravity_core.ingest import Kind
 from gravity_core.ingest_batch import ParsedBatch
+from gravity_core.layout import INGEST_FILES
 
-OUTPUT_NAMES: dict[str, str] = {"review": "reviews.parquet", "book": "books.parquet", "user": "users.parquet"}
+OUTPUT_NAMES = INGEST_FILES
 
 
 class KindCounts(BaseModel):
@@ -189,8 +190,9 @@ def _ingest_kinds(inputs: dict, parts: Path, taxonomy: GenreTaxonomy, size: int)
         staged[OUTPUT_NAMES[kind]], dup_part, n_dups = _finalise(kind, row_parts, parts, taxonomy)
         quarantines.append(_scan([*quarantine_parts, dup_part], ingest.QUARANTINE_SCHEMA))
         read[kind] = (n_read, n_dups)
-    staged["quarantine.parquet"] = _sink_temp(pl.concat(quarantines), parts, "quarantine.parquet")
-    per_kind = pl.scan_parquet(staged["quarantine.parquet"]).group_by("kind").agg(n=pl.len()).collect()
+    quarantine = OUTPUT_NAMES["quarantine"]
+    staged[quarantine] = _sink_temp(pl.concat(quarantines), parts, quarantine)
+    per_kind = pl.scan_parquet(staged[quarantine]).group_by("kind").agg(n=pl.len()).collect()
     counts = {kind: _counts(kind, staged[OUTPUT_NAMES[kind]], per_kind, *read[kind]) for kind in inputs}
     return staged, counts
 

@@ -24,10 +24,18 @@ def prompt_names() -> list[str]:
     return sorted(p.name[:-5] for p in _PROMPTS.iterdir() if p.name.endswith(".yaml"))
 
 
+def prompt_file(name: str) -> Path:
+    return Path(str(_PROMPTS / f"{name}.yaml"))
+
+
+def phrasing_file() -> Path:
+    return Path(str(_PROMPTS / "phrasing" / "pairs.yaml"))
+
+
 @lru_cache(maxsize=None)
 def load_prompt(name: str) -> PromptTemplate:
     """The bundled prompt template `name` (file prompts/<name>.yaml)."""
-    file = _PROMPTS / f"{name}.yaml"
+    file = prompt_file(name)
     return parse_prompt(file.read_text(encoding="utf-8"), source=str(file))
 
 
@@ -39,4 +47,4 @@ def prompt_versions(names: tuple[str, ...] | list[str]) -> dict[str, str]:
 @lru_cache(maxsize=None)
 def load_phrasing() -> Phrasing:
     """The bundled fixed phrasings (prompts/phrasing/pairs.yaml)."""
-    return parse_phrasing((_PROMPTS / "phrasing" / "pairs.yaml").read_text(encoding="utf-8"))
+    return parse_phrasing(phrasing_file().read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""The run directory: atomic artifact writes and the manifest (RUN_DIR/manifest.json)."""
+"""The run directory's files: atomic writes, a file lock, the manifest (RUN_DIR/manifest.json)."""
 from __future__ import annotations
 
 import fcntl
@@ -8,15 +8,15 @@ from pathlib import Path
 
 import polars as pl
 
+from gravity_core.layout import RunLayout
 from gravity_core.manifest import Manifest, StageRecord
-
-MANIFEST = "manifest.json"
 
 
 @contextmanager
-def locked(run_dir: Path, name: str = ".manifest.lock"):
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / name, "a") as handle:
+def file_lock(path: Path):
+    """An exclusive advisory lock on `path` (created if missing) for the duration of the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -24,32 +24,42 @@ def locked(run_dir: Path, name: str = ".manifest.lock"):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def _tmp(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    return path.with_name(path.name + ".tmp")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = _tmp(Path(path))
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp(Path(path))
     frame.write_parquet(tmp)
     tmp.replace(path)
 
 
-def read_manifest(run_dir: Path) -> Manifest | None:
-    path = Path(run_dir) / MANIFEST
+def append_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """Append rows to a parquet file under a lock; the new file replaces the old atomically."""
+    path = Path(path)
+    with file_lock(path.with_suffix(".lock")):
+        if path.exists():
+            frame = pl.concat([pl.read_parquet(path), frame], how="diagonal_relaxed")  # older files may lack new columns
+        write_parquet_atomic(frame, path)
+
+
+def read_manifest(layout: RunLayout) -> Manifest | None:
+    path = layout.manifest
     return Manifest.model_validate_json(path.read_text()) if path.exists() else None
 
 
-def record_stage(run_dir: Path, run_id: str, recipe_name: str, recipe_hash: str,
+def record_stage(layout: RunLayout, run_id: str, recipe_name: str, recipe_hash: str,
                  stage: str, record: StageRecord) -> Manifest:
     """Add or replace one stage's record (under a lock; other stages are kept)."""
-    run_dir = Path(run_dir)
-    with locked(run_dir):
-        manifest = read_manifest(run_dir) or Manifest(run_id=run_id, recipe_name=recipe_name,
-                                                      recipe_hash=recipe_hash)
+    with file_lock(layout.manifest_lock):
+        manifest = read_manifest(layout) or Manifest(run_id=run_id, recipe_name=recipe_name, recipe_hash=recipe_hash)
         manifest = manifest.with_stage(stage, record).model_copy(update={"run_id": run_id})
-        write_text_atomic(run_dir / MANIFEST, json.dumps(manifest.model_dump(mode="json"), indent=2))
+        write_text_atomic(layout.manifest, json.dumps(manifest.model_dump(mode="json"), indent=2))
     return manifest

@@ -1,18 +1,18 @@
 """Prefect tasks of the scenario pool (GRAVITY section 3.3): one task run per seed statement."""
 from __future__ import annotations
 
-import hashlib
-import json
 from functools import partial
 from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+from prefect.cache_policies import NO_CACHE
 
 from gravity_core.banks import SeedStatement
+from gravity_core.layout import RunLayout
 from gravity_core.llm import SamplingParams
-from gravity_core.pairs.scenarios import parse_scenarios, pool_frame, scenario_schema
+from gravity_core.pairs.scenarios import parse_scenarios, pool_frame, pool_version, scenario_schema
 from gravity_core.stage_configs import ScenariosConfig
+from tasks.caching import LLM_TASK
 from tasks.llm.client import ModelClient
 from tasks.resources import load_prompt
 from tasks.rundir import write_parquet_atomic
@@ -20,14 +20,12 @@ from tasks.rundir import write_parquet_atomic
 PROMPT = "scenario_pairs"
 
 
-def scenario_model_key(client: ModelClient) -> str:
-    blob = json.dumps([client.backend.identity.model_dump(), load_prompt(PROMPT).version], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def seed_ids(seeds: list[SeedStatement]) -> list[str]:
+    return [s.id for s in seeds]
 
 
-@task(task_run_name="scenarios-{seed.id}", cache_policy=(INPUTS - "client") + TASK_SOURCE, persist_result=True,
-      retries=1, retry_delay_seconds=2)
-def generate_scenarios(seed: SeedStatement, cfg: ScenariosConfig, model_key: str, client: ModelClient) -> list[dict]:
+@task(task_run_name="scenarios-{seed.id}", **LLM_TASK)
+def generate_scenarios(seed: SeedStatement, cfg: ScenariosConfig, client: ModelClient) -> list[dict]:
     """N validated scenario pairs for one seed statement (re-asked, then quarantined)."""
     request = load_prompt(PROMPT).request(
         SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature),
@@ -39,11 +37,16 @@ def generate_scenarios(seed: SeedStatement, cfg: ScenariosConfig, model_key: str
         client.ledger.flush()
 
 
-@task(name="write-scenario-pool")
-def write_pool(by_seed: dict[str, list[dict]], version: str, model: str, pool_dir: str, run_out: str) -> dict:
+@task(name="write-scenario-pool", cache_policy=NO_CACHE)
+def write_pool(by_seed: dict[str, list[dict]], seeds: list[SeedStatement], bank_version: str, cfg: ScenariosConfig,
+               client: ModelClient, layout: RunLayout) -> dict:
     """The shared pool file (pool_dir/<version>.parquet) and the run's copy."""
-    pool = pool_frame(by_seed, version, model, load_prompt(PROMPT).version)
-    shared = Path(pool_dir) / f"{version}.parquet"
+    identity, prompt = client.backend.identity, load_prompt(PROMPT)
+    version = pool_version(seed_ids(seeds), cfg.pairs_per_seed,
+                           f"{identity.model_dump_json()}|{PROMPT}@{prompt.version}", bank_version)
+    pool = pool_frame(by_seed, version, identity.model, prompt.version)
+    shared = Path(cfg.pool_dir) / f"{version}.parquet"
     write_parquet_atomic(pool, shared)
-    write_parquet_atomic(pool, Path(run_out) / "pool.parquet")
-    return {"scenario_pairs": pool.height, "seeds": pool["seed_id"].n_unique(), "shared": str(shared.resolve())}
+    write_parquet_atomic(pool, layout.pool)
+    return {"scenario_pairs": pool.height, "seeds": pool["seed_id"].n_unique(), "shared": str(shared.resolve()),
+            "pool_version": version}

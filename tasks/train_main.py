@@ -3,7 +3,7 @@
     accelerate launch --config_file deployments/accelerate/zero2.yaml -m tasks.train_main \\
         --recipe recipes/paper.yaml --out runs/paper [--resume]
 
-It trains on RUN_DIR/pairs/hf exactly as `gravity train` does; accelerate + DeepSpeed
+It trains on RUN_DIR's pairs exactly as `gravity train` does; accelerate + DeepSpeed
 (ZeRO-2 or ZeRO-3, configs in deployments/) shard it across the GPUs.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from gravity_core.layout import GRAVITY, RunLayout
 from gravity_core.recipe import parse_recipe
 
 
@@ -20,11 +21,12 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="run directory with pairs/hf")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--method", default=GRAVITY, help="train/<method>/ folder to write (default: gravity)")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     recipe = parse_recipe(args.recipe.read_text(), args.overrides, source=str(args.recipe))
     from tasks.training import train_adapter
-    summary = train_adapter(recipe.train, args.out / "pairs" / "hf", args.out / "train", Path(recipe.llm.cache_dir),
+    summary = train_adapter(recipe.train, RunLayout.of(args.out), args.method, Path(recipe.llm.cache_dir),
                             resume=args.resume)
     print(json.dumps({k: v for k, v in summary.items() if k != "metrics"}, default=str))
 

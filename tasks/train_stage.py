@@ -1,34 +1,53 @@
-"""Prefect tasks wrapping training and held-out evaluation (cached: a re-run never retrains)."""
+"""Prefect tasks wrapping training and held-out evaluation (cached: a re-run never retrains;
+the key covers the training data's content, the config and the code that trains)."""
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from gravity_core.banks import SeedStatement
+from gravity_core.layout import RunLayout
+from gravity_core.records import PreferencePair
+from tasks.caching import code_aware
+from tasks.records_io import read_frame
 
 
-@task(name="pairs-fingerprint")
-def fingerprint(run_dir: str) -> dict:
+@task(name="training-data-fingerprint")
+def fingerprint(layout: RunLayout) -> dict:
     """Content hash of the exported pairs (the training cache key) and the pairs per facet."""
-    path = Path(run_dir) / "pairs" / "pairs.parquet"
-    manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
-    facets = {k.split(":", 1)[1]: v for k, v in manifest["stages"]["pairs"]["rows"].items() if k.startswith("facet:")}
-    return {"sha": hashlib.sha256(path.read_bytes()).hexdigest()[:16], "facets": facets}
+    facets = read_frame(layout.pairs, PreferencePair).group_by("facet").len().sort("facet")
+    digest = hashlib.sha256(layout.pairs.read_bytes())
+    if layout.usersft.exists():
+        for part in sorted(p for p in layout.usersft.rglob("*") if p.is_file()):
+            digest.update(part.read_bytes())
+    return {"sha": digest.hexdigest()[:16], "facets": dict(facets.iter_rows())}
 
 
-@task(name="train-adapter", cache_policy=(INPUTS - "run_id") + TASK_SOURCE, persist_result=True)
-def train(train_cfg: dict, run_dir: str, cache_dir: str, pairs_sha: str, facets: dict, resume: bool, run_id: str) -> dict:
-    """DPO (or SFT) on the run's pairs; keyed on the pairs' content, the config and the code."""
+@task(task_run_name="train-{method}", cache_policy=code_aware("run_id", "resume"), persist_result=True)
+def train(train_cfg: dict, layout: RunLayout, method: str, cache_dir: str, data_sha: str, facets: dict,
+          resume: bool, run_id: str) -> dict:
+    """DPO (or SFT) on the run's data into RUN_DIR/train/<method>."""
     from tasks.training import train_adapter
-    run = Path(run_dir)
-    return train_adapter(train_cfg, run / "pairs" / "hf", run / "train", Path(cache_dir), resume=resume,
-                         run_id=run_id, facets=facets)
+    return train_adapter(train_cfg, layout, method, Path(cache_dir), resume=resume, run_id=run_id, facets=facets)
 
 
-@task(name="heldout-eval", cache_policy=INPUTS + TASK_SOURCE, persist_result=True)
-def heldout(train_cfg: dict, run_dir: str, adapter: str, cache_dir: str, pairs_sha: str) -> dict:
-    """Held-out pairs scored under the adapter and the base (RUN_DIR/train/heldout_eval.json)."""
+@task(task_run_name="heldout-eval-{method}", cache_policy=code_aware(), persist_result=True)
+def heldout(train_cfg: dict, layout: RunLayout, method: str, seeds: list[SeedStatement], cache_dir: str,
+            adapter_sha: str) -> dict:
+    """Held-out pairs scored under the adapter and the base (RUN_DIR/train/<method>/heldout_eval.json)."""
     from tasks.heldout_eval import evaluate_heldout
-    return evaluate_heldout(Path(run_dir), train_cfg, Path(adapter), Path(cache_dir))
+    return evaluate_heldout(layout, method, train_cfg, {s.id: s.statement for s in seeds}, Path(cache_dir))
+
+
+def adapter_sha(summary: dict) -> str:
+    """Content hash of a trained adapter (keys the held-out evaluation and generation)."""
+    digest = hashlib.sha256()
+    for part in sorted(Path(summary["adapter"]).glob("adapter_*")):
+        digest.update(part.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def train_rows(summary: dict) -> int:
+    return int(summary["metrics"]["train_rows"])

@@ -15,6 +15,7 @@ from datasets import Dataset, load_from_disk
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
+from gravity_core.layout import RunLayout
 from gravity_core.training.card import last_complete_checkpoint, model_card, sft_kwargs
 from gravity_core.training.config import GravityDPOConfig, parse_train_config
 from tasks.llm.local_backend import resolve_model_path
@@ -63,11 +64,10 @@ def lora_config(cfg: GravityDPOConfig) -> LoraConfig:
 
 
 def _splits(data_dir: Path, cfg: GravityDPOConfig) -> tuple[Dataset, Dataset | None]:
-    """Train/eval datasets: the exported pairs, or (UserSFT) the users' own reviews beside them."""
-    if cfg.method == "sft" and cfg.sft_data == "user_reviews":
-        data = load_from_disk(str(data_dir.parent / "usersft"))
-        return data["train"].select_columns(["messages"]), None
+    """Train/eval datasets: the exported pairs, or (UserSFT) the users' own reviews."""
     data = load_from_disk(str(data_dir))
+    if "messages" in data["train"].column_names:
+        return data["train"].select_columns(["messages"]), None
     train = data["train"].select_columns(TRAIN_COLUMNS)
     evaluation = data["eval"].select_columns(TRAIN_COLUMNS) if data["eval"].num_rows else None
     return train, evaluation
@@ -97,6 +97,14 @@ def _trainer(cfg: GravityDPOConfig, model, tokenizer, train, evaluation, callbac
                       processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=callbacks)
 
 
+def _quiet(trainer):
+    """Metrics go to metrics.jsonl (MetricsFile), not to the console as printed dicts or bars."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
 def resume_point(checkpoints: Path) -> str | None:
     if not checkpoints.is_dir():
         return None
@@ -120,20 +128,27 @@ def _single_process_distributed_env() -> None:
         os.environ.setdefault(key, value)
 
 
-def train_adapter(raw_cfg: dict, data_dir: Path, out_dir: Path, cache_dir: Path, resume: bool = False,
+def training_data(layout, raw_cfg: dict) -> Path:
+    """The dataset a training config trains on: the preference pairs, or (UserSFT) the users' reviews."""
+    user_reviews = raw_cfg.get("method") == "sft" and raw_cfg.get("sft_data") == "user_reviews"
+    return layout.usersft if user_reviews else layout.pairs_hf
+
+
+def train_adapter(raw_cfg: dict, layout: RunLayout, method: str, cache_dir: Path, resume: bool = False,
                   callbacks: list | None = None, run_id: str = "", facets: dict[str, int] | None = None) -> dict:
-    """Train one LoRA adapter on the exported pairs; save it with a model card. Returns a summary."""
+    """Train one LoRA adapter for `method` on its data (see `training_data`) into RUN_DIR/train/<method>;
+    save it with a model card. Returns a summary."""
     if raw_cfg.get("deepspeed"):
         _single_process_distributed_env()
-    cfg = parse_train_config({**raw_cfg, "output_dir": str(out_dir / "checkpoints")})
+    cfg = parse_train_config({**raw_cfg, "output_dir": str(layout.checkpoints(method))})
     started = time.time()
     model, tokenizer = load_base(cfg, cache_dir)
-    train, evaluation = _splits(data_dir, cfg)
-    trainer = _trainer(cfg, model, tokenizer, train, evaluation,
-                       [MetricsFile(out_dir / "metrics.jsonl"), *(callbacks or [])])
-    checkpoint = resume_point(out_dir / "checkpoints") if resume else None
+    train, evaluation = _splits(training_data(layout, raw_cfg), cfg)
+    trainer = _quiet(_trainer(cfg, model, tokenizer, train, evaluation,
+                              [MetricsFile(layout.train_metrics(method)), *(callbacks or [])]))
+    checkpoint = resume_point(layout.checkpoints(method)) if resume else None
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    adapter = out_dir / "adapter"
+    adapter = layout.adapter(method)
     trainer.save_model(str(adapter))
     tokenizer.save_pretrained(str(adapter))
     metrics = {**result.metrics, "train_rows": train.num_rows, "resumed_from": checkpoint}

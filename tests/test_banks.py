@@ -42,7 +42,7 @@ def test_real_personality_items():
 
 def test_real_genre_taxonomy():
     taxonomy = bank_io.load_genre_taxonomy()
-    assert taxonomy.version == "genres-v1" and len(taxonomy.genres) >= 9
+    assert taxonomy.version == "genres-v2" and len(taxonomy.genres) >= 9
     assert sum(g.user_study for g in taxonomy.genres) == 9
 
 
@@ -245,3 +245,36 @@ def test_select_seeds_always_keeps_included_ids():
     assert len(chosen) == 30 and {"wvs-001", "sch-01"} <= {s.id for s in chosen}
     with pytest.raises(ValueError, match="unknown seed"):
         select_seeds(seeds, 30, 0, include=["nope"])
+
+
+# Every top-level category of the Amazon Books tree (Amazon Reviews 2023, meta_Books `categories`).
+AMAZON_BOOKS_TOP_LEVEL = [
+    "Arts & Photography", "Biographies & Memoirs", "Business & Money", "Calendars", "Children's Books",
+    "Christian Books & Bibles", "Comics & Graphic Novels", "Computers & Technology", "Cookbooks, Food & Wine",
+    "Crafts, Hobbies & Home", "Education & Teaching", "Engineering & Transportation", "Health, Fitness & Dieting",
+    "History", "Humor & Entertainment", "Law", "LGBTQ+ Books", "Literature & Fiction", "Medical Books",
+    "Mystery, Thriller & Suspense", "Parenting & Relationships", "Politics & Social Sciences", "Reference",
+    "Religion & Spirituality", "Romance", "Science & Math", "Science Fiction & Fantasy", "Self-Help",
+    "Sports & Outdoors", "Teen & Young Adult", "Test Preparation", "Travel",
+]
+
+
+@pytest.mark.parametrize("top", AMAZON_BOOKS_TOP_LEVEL)
+def test_every_amazon_books_top_level_category_maps_to_a_genre(top):
+    from gravity_core.cohort import assign_genres
+    books = pl.DataFrame({"categories": [["Books", top], ["Books", top, "Some Subgenre", "Deeper"]]})
+    genres = assign_genres(books, bank_io.load_genre_taxonomy()).get_column("genre").to_list()
+    assert "unmapped" not in genres, f"{top} maps to no genre"
+
+
+@pytest.mark.parametrize("path, genre", [
+    (["Books", "Mystery, Thriller & Suspense", "Mystery"], "mystery_thriller"),
+    (["Books", "Literature & Fiction", "Genre Fiction"], "literary_fiction"),
+    (["Books", "Science Fiction & Fantasy", "Science Fiction"], "science_fiction"),
+    (["Books", "Health, Fitness & Dieting", "Mental Health"], "self_help"),
+    (["Books", "Teen & Young Adult", "Literature & Fiction"], "young_adult"),
+])
+def test_real_category_paths_map_to_the_expected_genre(path, genre):
+    from gravity_core.cohort import assign_genres
+    got = assign_genres(pl.DataFrame({"categories": [path]}), bank_io.load_genre_taxonomy())["genre"][0]
+    assert got == genre

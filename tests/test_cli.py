@@ -1,15 +1,28 @@
-"""The `gravity` command: help for every stage, banks counts, recipe errors, ledger report."""
+"""The `gravity` command: help for every stage, banks counts, one-line errors with exit codes,
+ledger report."""
 from __future__ import annotations
 
 import json
+import sys
+import time
 
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
+from flows.cli import app, main
 
 runner = CliRunner()
 COMMANDS = ["ingest", "profiles", "scenarios", "pairs", "train", "generate", "run", "banks", "ledger", "agreement"]
+
+
+def gravity(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run `gravity ARGS` through the real entry point: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["gravity", *args])
+    with pytest.raises(SystemExit) as done:
+        main()
+        sys.exit(0)
+    out, err = capsys.readouterr()
+    return done.value.code or 0, out, err
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -32,13 +45,46 @@ def test_banks_prints_the_counts():
     assert all(n >= 20 for n in counts["items"]["by_trait"].values())
 
 
-def test_unknown_recipe_key_exits_with_its_name(tmp_path):
+def test_unknown_recipe_key_is_one_line_exit_2(monkeypatch, capsys, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("data: {reviews: [a], meta: [b]}\nprofiles: {values_batch: 3}\n")
-    result = runner.invoke(app, ["profiles", "--recipe", str(recipe), "--out", str(tmp_path / "run")])
-    assert result.exit_code == 2 and "unknown key 'profiles.values_batch'" in result.output
+    code, out, err = gravity(monkeypatch, capsys, "profiles", "--recipe", str(recipe), "--out", str(tmp_path / "run"))
+    assert code == 2 and err.strip().count("\n") == 0 and "unknown key 'profiles.values_batch'" in err
+    assert "Traceback" not in out + err
+
+
+def test_a_train_typo_fails_fast_naming_the_key(monkeypatch, capsys, tmp_path):
+    started = time.monotonic()
+    code, out, err = gravity(monkeypatch, capsys, "run", "--out", str(tmp_path / "run"),
+                             "--set", "train.learning_rat=0.1", "--set", f"llm.cache_dir={tmp_path / 'cache'}")
+    assert code == 2 and "train.learning_rat" in err and err.strip().count("\n") == 0
+    assert time.monotonic() - started < 30  # cold: TRL import once; the check itself needs no Prefect
+    assert not (tmp_path / "run" / "manifest.json").exists()  # no stage ran
+
+
+@pytest.mark.slow
+def test_a_missing_input_file_is_one_line_exit_2(tmp_path):
+    from tests.test_pipeline import gravity as gravity_process  # a fresh process: the flow really starts
+    done = gravity_process(tmp_path, "ingest", "--reviews", str(tmp_path / "nope.jsonl"), "--meta",
+                           str(tmp_path / "meta.jsonl"), "--out", str(tmp_path / "run"))
+    assert done.returncode == 2 and done.stderr.strip() == f"error: input file not found: {tmp_path / 'nope.jsonl'}"
+    assert "Traceback" not in done.stdout
+
+
+def test_an_unknown_recipe_name_is_one_line_exit_2(monkeypatch, capsys, tmp_path):
+    code, _, err = gravity(monkeypatch, capsys, "run", "--recipe", "nosuch", "--out", str(tmp_path / "run"))
+    assert code == 2 and "recipe not found: nosuch" in err and "sample" in err
 
 
 def test_ledger_on_a_run_without_calls(tmp_path):
     result = runner.invoke(app, ["ledger", str(tmp_path)])
     assert result.exit_code == 0 and "no ledger rows" in result.output
+
+
+def test_ledger_prints_readable_tables(tmp_path):
+    from tasks.llm.ledger import LedgerRow, append_rows
+    append_rows(tmp_path, [LedgerRow(run_id="r", stage="profiles.values", user_id="u1", backend="fake", model="m",
+                                     prompt="p@1", request_key="k", input_tokens=10, output_tokens=5)])
+    result = runner.invoke(app, ["ledger", str(tmp_path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "per stage" in result.output and "profiles.values" in result.output and "shape:" not in result.output

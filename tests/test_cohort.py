@@ -7,7 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from gravity_core.banks import parse_genre_taxonomy
-from gravity_core.cohort import CohortConfig, assign_genres, cohort_funnel, select_cohort, user_genre_shares
+from gravity_core.cohort import (
+    CohortConfig, assign_genres, candidates, genre_coverage, select_cohort, to_infer, user_genre_shares,
+)
 from tasks.bank_io import load_genre_taxonomy
 
 
@@ -36,33 +38,33 @@ def test_config_defaults_follow_the_paper():
 
 @pytest.mark.parametrize("min_reviews, expected", [(1, ["a", "b", "c"]), (3, ["b", "c"]), (50, ["c"]), (51, [])])
 def test_min_reviews_filter(min_reviews, expected):
-    cohort = select_cohort(reviews_for({"c": 50, "a": 1, "b": 3}), None, CohortConfig(min_reviews=min_reviews))
+    cohort = select_cohort(reviews_for({"c": 50, "a": 1, "b": 3}), None, CohortConfig(min_reviews=min_reviews)).cohort
     assert cohort["user_id"].to_list() == expected
-    assert cohort.columns == ["user_id", "country", "n_reviews"]
+    assert cohort.columns == ["user_id", "country", "country_source", "n_reviews"]
     assert cohort["country"].null_count() == cohort.height
 
 
 def test_countries_filter_and_country_join():
     users = pl.DataFrame({"user_id": ["a", "b", "c"], "country": ["US", "DE", None]})
     cfg = CohortConfig(min_reviews=1, countries=["US", "JP"])
-    assert select_cohort(reviews_for({"a": 2, "b": 2, "c": 2}), users, cfg).rows() == [("a", "US", 2)]
+    assert select_cohort(reviews_for({"a": 2, "b": 2, "c": 2}), users, cfg).cohort.rows() == [("a", "US", "given", 2)]
 
 
 def test_per_country_sampling_is_seeded_and_deterministic():
     reviews, users = many_users(20)
     cfg = CohortConfig(users_per_country=5, seed=7)
-    first, again = select_cohort(reviews, users, cfg), select_cohort(reviews, users, cfg)
+    first, again = select_cohort(reviews, users, cfg).cohort, select_cohort(reviews, users, cfg).cohort
     assert first.equals(again)
     assert first.group_by("country").len().sort("country").rows() == [("DE", 5), ("JP", 5), ("US", 5)]
     assert first["user_id"].is_sorted() and "nowhere-1" not in first["user_id"].to_list()
-    other = select_cohort(reviews, users, cfg.model_copy(update={"seed": 8}))
+    other = select_cohort(reviews, users, cfg.model_copy(update={"seed": 8})).cohort
     assert set(other["user_id"]) != set(first["user_id"])
 
 
 def test_larger_sample_extends_the_smaller_one():
     reviews, users = many_users(20)
-    small = select_cohort(reviews, users, CohortConfig(users_per_country=3, seed=1))
-    large = select_cohort(reviews, users, CohortConfig(users_per_country=6, seed=1))
+    small = select_cohort(reviews, users, CohortConfig(users_per_country=3, seed=1)).cohort
+    large = select_cohort(reviews, users, CohortConfig(users_per_country=6, seed=1)).cohort
     assert set(small["user_id"]) < set(large["user_id"])
 
 
@@ -70,16 +72,53 @@ def test_funnel_counts_each_rule():
     reviews, users = many_users(10)
     reviews = pl.concat([reviews, reviews_for({"light-1": 3})])
     cfg = CohortConfig(users_per_country=4, max_users=10, seed=3)
-    funnel = cohort_funnel(reviews, users, cfg)
+    funnel = select_cohort(reviews, users, cfg).funnel
     assert funnel.select("rule", "n_before", "n_dropped", "n_after").rows() == [
         ("reviewers", 32, 0, 32), ("min_reviews", 32, 1, 31), ("no_country", 31, 1, 30),
         ("users_per_country", 30, 18, 12), ("max_users", 12, 2, 10)]
-    assert select_cohort(reviews, users, cfg).height == 10
+    assert select_cohort(reviews, users, cfg).cohort.height == 10
 
 
-def test_country_rules_need_a_users_table():
-    with pytest.raises(ValueError, match="users table"):
-        select_cohort(reviews_for({"a": 60}), None, CohortConfig(users_per_country=2))
+def test_without_any_country_the_country_rules_are_skipped_with_one_warning():
+    """Real Amazon data has no users file: the default recipe must still select a cohort."""
+    picked = select_cohort(reviews_for({"a": 60, "b": 70, "c": 1}), None, CohortConfig(users_per_country=2))
+    assert picked.cohort["user_id"].to_list() == ["a", "b"]
+    assert [r["rule"] for r in picked.funnel.to_dicts()] == ["reviewers", "min_reviews"]
+    assert "\n" not in picked.warning and "per-country rules" in picked.warning and "users file" in picked.warning
+    assert select_cohort(reviews_for({"a": 60}), None, CohortConfig()).warning is None
+
+
+@pytest.mark.parametrize("source, expected", [("given", []), ("inferred", ["a", "b", "c"]),
+                                              ("given_or_inferred", ["b", "c"])])
+def test_which_candidates_need_an_inferred_country(source, expected):
+    users = pl.DataFrame({"user_id": ["a", "b", "c", "d"], "country": ["US", None, None, None]})
+    cfg = CohortConfig(min_reviews=50, users_per_country=1, country_source=source)
+    cands = candidates(reviews_for({"a": 60, "b": 60, "c": 60, "d": 2}), users, cfg)
+    assert to_infer(cands, cfg) == expected
+    assert to_infer(cands, cfg.model_copy(update={"users_per_country": None})) == []
+
+
+def test_inferred_countries_feed_the_quota_and_never_override_a_given_one():
+    users = pl.DataFrame({"user_id": ["a", "b", "c", "d"], "country": ["US", None, None, "JP"]})
+    inferred = pl.DataFrame({"user_id": ["a", "b", "c", "d"], "country": ["BR", "JP", None, "US"]})
+    reviews = reviews_for({u: 60 for u in "abcd"})
+    mixed = select_cohort(reviews, users, CohortConfig(users_per_country=5, country_source="given_or_inferred"),
+                          inferred).cohort
+    assert mixed.select("user_id", "country", "country_source").rows() == [
+        ("a", "US", "given"), ("b", "JP", "inferred:llm"), ("d", "JP", "given")]
+    only = select_cohort(reviews, users, CohortConfig(users_per_country=5, country_source="inferred"), inferred).cohort
+    assert only.select("user_id", "country").rows() == [("a", "BR"), ("b", "JP"), ("d", "US")]
+
+
+def test_genre_coverage_counts_reviewed_books_and_lists_unmapped_paths():
+    books = pl.DataFrame({"parent_asin": ["A", "B", "C"], "genre": ["romance", "unmapped", "unmapped"],
+                          "categories": [["Books", "Romance"], ["Books", "Odd Shelf", "Deep"], []]})
+    reviews = pl.DataFrame({"parent_asin": ["A", "A", "B", "B", "B", "C", "Z"]})
+    cov = genre_coverage(reviews, books)
+    assert cov["reviewed_books"] == 4 and cov["mapped_books"] == 1 and cov["mapped_share"] == 0.25
+    assert cov["reviews_mapped_share"] == round(2 / 7, 4)
+    assert cov["top_unmapped"][0] == {"path": "Odd Shelf > Deep", "reviews": 3}
+    assert {r["path"] for r in cov["top_unmapped"]} == {"Odd Shelf > Deep", "(no categories)", "(no metadata)"}
 
 
 TINY = """
@@ -115,7 +154,7 @@ def test_genre_longest_prefix(categories, genre):
     (["Literature & Fiction", "Mystery & Suspense"], "mystery_thriller"),
     (["Literature & Fiction", "Literary"], "literary_fiction"),
     (["Health, Fitness & Dieting", "Mental Health"], "self_help"),
-    (["Health, Fitness & Dieting", "Diets"], "unmapped"),
+    (["Health, Fitness & Dieting", "Diets"], "health_fitness"),
 ])
 def test_real_taxonomy_mapping(path, genre):
     books = pl.LazyFrame({"categories": [["Books", *path]]})

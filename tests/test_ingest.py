@@ -190,7 +190,7 @@ def test_parquet_outputs_have_the_schemas(tmp_path, taxonomy):
     assert reviews["text"][0] == "I could not put it down.\n\nThe ending made me cry."
     assert dict(books.select("parent_asin", "genre").iter_rows()) == {
         "0000000001": "literary_fiction", "0000000002": "fantasy", "0000000003": "history",
-        "0000000005": "unmapped"}
+        "0000000005": "crafts_hobbies_home"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "books.parquet", "quarantine.parquet", "reviews.parquet", "users.parquet"]
 

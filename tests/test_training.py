@@ -9,6 +9,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from safetensors.torch import load_file
 
+from gravity_core.layout import RunLayout
 from gravity_core.training.card import last_complete_checkpoint
 
 CACHE = Path(".gravity/cache")
@@ -24,14 +25,15 @@ def turn(role, text):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def layout(tmp_path_factory):
+    """A run directory holding only exported pairs (RUN_DIR/pairs/hf)."""
     rows = [{"prompt": turn("user", f"Reader profile: loves quiet stories. Describe book {i}."),
              "chosen": turn("assistant", "A gentle, quiet story of a lighthouse keeper."),
              "rejected": turn("assistant", "EXPLOSIONS! Car chases! Total chaos!")} for i in range(8)]
-    path = tmp_path_factory.mktemp("pairs") / "hf"
+    run = RunLayout.of(tmp_path_factory.mktemp("run"))
     DatasetDict({"train": Dataset.from_list(rows), "eval": Dataset.from_list(rows[:2]),
-                 "heldout": Dataset.from_list(rows[:1])}).save_to_disk(str(path))
-    return path
+                 "heldout": Dataset.from_list(rows[:1])}).save_to_disk(str(run.pairs_hf))
+    return run
 
 
 def test_last_complete_checkpoint_skips_half_written_saves():
@@ -42,17 +44,18 @@ def test_last_complete_checkpoint_skips_half_written_saves():
 
 
 @pytest.mark.slow
-def test_dpo_steps_change_the_adapter_and_it_loads_for_generation(data_dir, tmp_path):
+def test_dpo_steps_change_the_adapter_and_it_loads_for_generation(layout):
     from gravity_core.llm import ChatRequest, Message, SamplingParams
     from gravity_core.llm_config import BackendConfig
     from tasks.llm.local_backend import LocalBackend
     from tasks.training import train_adapter
-    summary = train_adapter(BASE, data_dir, tmp_path / "train", CACHE, facets={"value": 8})
+    summary = train_adapter(BASE, layout, "dpo-test", CACHE, facets={"value": 8})
     adapter = Path(summary["adapter"])
+    assert adapter == layout.adapter("dpo-test")
     weights = load_file(str(adapter / "adapter_model.safetensors"))
     lora_b = [t for name, t in weights.items() if "lora_B" in name]
     assert lora_b and any(t.abs().sum() > 0 for t in lora_b)  # B starts at zero: training moved it
-    assert (tmp_path / "train" / "metrics.jsonl").read_text().count("rewards/margins") >= 4
+    assert layout.train_metrics("dpo-test").read_text().count("rewards/margins") >= 4
     assert "smollm2-135m-instruct" in (adapter / "README.md").read_text()
     request = ChatRequest(messages=(Message(role="user", content="Describe book 3 for a reader who loves quiet stories."),),
                           params=SamplingParams(max_tokens=24))
@@ -61,10 +64,8 @@ def test_dpo_steps_change_the_adapter_and_it_loads_for_generation(data_dir, tmp_
     assert tuned != base
 
 
-
-
 @pytest.mark.slow
-def test_resume_ends_with_the_same_parameters(data_dir, tmp_path):
+def test_resume_ends_with_the_same_parameters(layout):
     from transformers import TrainerCallback
 
     from tasks.training import train_adapter
@@ -74,9 +75,9 @@ def test_resume_ends_with_the_same_parameters(data_dir, tmp_path):
             if state.global_step >= 2:
                 control.should_training_stop = True
 
-    straight = train_adapter(BASE, data_dir, tmp_path / "a", CACHE)
-    train_adapter(BASE, data_dir, tmp_path / "b", CACHE, callbacks=[Stop()])  # "killed" after step 2's checkpoint
-    resumed = train_adapter(BASE, data_dir, tmp_path / "b", CACHE, resume=True)
+    straight = train_adapter(BASE, layout, "straight", CACHE)
+    train_adapter(BASE, layout, "resumed", CACHE, callbacks=[Stop()])  # "killed" after step 2's checkpoint
+    resumed = train_adapter(BASE, layout, "resumed", CACHE, resume=True)
     assert resumed["metrics"]["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 4
     a = load_file(str(Path(straight["adapter"]) / "adapter_model.safetensors"))
     b = load_file(str(Path(resumed["adapter"]) / "adapter_model.safetensors"))
@@ -87,19 +88,19 @@ def test_resume_ends_with_the_same_parameters(data_dir, tmp_path):
 @pytest.mark.slow
 def test_sft_variant_on_user_reviews(tmp_path):
     from tasks.training import train_adapter
-    run = tmp_path / "run" / "pairs"
+    run = RunLayout.of(tmp_path / "run")
     rows = [{"messages": turn("user", f"Write your review of book {i}.") + turn("assistant", "Quiet and lovely.")}
             for i in range(4)]
-    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(run / "usersft"))
+    DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(run.usersft))
     cfg = {k: v for k, v in BASE.items() if k != "beta"}
     summary = train_adapter({**cfg, "method": "sft", "sft_data": "user_reviews", "learning_rate": 1e-4, "max_steps": 2},
-                            run / "hf", tmp_path / "train", CACHE)
+                            run, "usersft", CACHE)
     assert summary["method"] == "sft" and summary["steps"] == 2
     assert (Path(summary["adapter"]) / "adapter_model.safetensors").exists()
 
 
 @pytest.mark.slow
-def test_deepspeed_zero2_config_trains_in_one_cpu_process(data_dir, tmp_path, monkeypatch):
+def test_deepspeed_zero2_config_trains_in_one_cpu_process(layout, monkeypatch):
     """The shipped ZeRO-2 config through TRL/accelerate, one process, DeepSpeed's CPU accelerator."""
     import os
 
@@ -109,6 +110,6 @@ def test_deepspeed_zero2_config_trains_in_one_cpu_process(data_dir, tmp_path, mo
         monkeypatch.delenv(key)  # restored (removed) after the test, whatever training sets
     assert "RANK" not in os.environ
     summary = train_adapter({**BASE, "max_steps": 2, "save_steps": 10, "deepspeed": "deployments/deepspeed/zero2.json"},
-                            data_dir, tmp_path / "train", CACHE)
+                            layout, "zero2", CACHE)
     assert summary["steps"] == 2
     assert (Path(summary["adapter"]) / "adapter_model.safetensors").exists()

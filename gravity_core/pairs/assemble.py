@@ -1,7 +1,7 @@
 """Preference-pair assembly, vectorised with polars (GRAVITY section 3.3).
 
 Every builder returns the same columns (PAIR_COLUMNS): pair_id, user_id, facet, source_id,
-heldout_key, task, chosen, rejected. `condition_on_profile` then prefixes each task with the
+seed_id (value pairs), trait (personality pairs), heldout_key, task, chosen, rejected. `condition_on_profile` then prefixes each task with the
 user's profile (the GRAVITY training template, paper Table 12) and `to_trl` shapes the
 conversational prompt/chosen/rejected columns TRL's DPO trainer reads.
 """
@@ -11,12 +11,16 @@ import polars as pl
 
 from gravity_core.phrasing import Phrasing
 
-PAIR_COLUMNS = ["pair_id", "user_id", "facet", "source_id", "heldout_key", "task", "chosen", "rejected"]
+PAIR_COLUMNS = ["pair_id", "user_id", "facet", "source_id", "seed_id", "trait", "heldout_key", "task", "chosen",
+                "rejected"]
+_NONE = pl.lit(None, pl.String)
 
 
-def _finish(frame: pl.LazyFrame, facet: str, source: pl.Expr, heldout: pl.Expr) -> pl.LazyFrame:
+def _finish(frame: pl.LazyFrame, facet: str, source: pl.Expr, heldout: pl.Expr, seed_id: pl.Expr = _NONE,
+            trait: pl.Expr = _NONE) -> pl.LazyFrame:
     return frame.with_columns(pl.lit(facet).alias("facet"), source.alias("source_id"),
-                              heldout.cast(pl.String).alias("heldout_key")).with_columns(
+                              heldout.cast(pl.String).alias("heldout_key"), seed_id.cast(pl.String).alias("seed_id"),
+                              trait.cast(pl.String).alias("trait")).with_columns(
         pl.concat_str([pl.col("user_id"), pl.col("facet"), pl.col("source_id")], separator="|").alias("pair_id")
     ).select(PAIR_COLUMNS)
 
@@ -33,7 +37,7 @@ def value_pairs(stances: pl.LazyFrame, pool: pl.LazyFrame, seeds: pl.LazyFrame, 
         pl.when(support).then("aligned").otherwise("contradicting").alias("chosen"),
         pl.when(support).then("contradicting").otherwise("aligned").alias("rejected"),
         pl.format(phrasing.value_task, "statement").alias("task")))
-    return _finish(joined, "value", pl.col("scenario_id"), pl.col("scenario_id"))
+    return _finish(joined, "value", pl.col("scenario_id"), pl.col("scenario_id"), seed_id=pl.col("seed_id"))
 
 
 def personality_pairs(levels: pl.LazyFrame, items: pl.LazyFrame, phrasing: Phrasing) -> pl.LazyFrame:
@@ -48,7 +52,7 @@ def personality_pairs(levels: pl.LazyFrame, items: pl.LazyFrame, phrasing: Phras
         pl.when(high).then("low_response").otherwise("high_response").alias("rejected"),
         pl.when(pl.col("style") == "dialogue").then(pl.format(phrasing.dialogue_task, "situation"))
         .otherwise(pl.col("situation")).alias("task"))
-    return _finish(joined, "personality", pl.col("item_id"), pl.col("item_id"))
+    return _finish(joined, "personality", pl.col("item_id"), pl.col("item_id"), trait=pl.col("trait"))
 
 
 def _genre_text(prefix: str, phrasing: Phrasing) -> pl.Expr:
@@ -121,8 +125,12 @@ def condition_on_profile(pairs: pl.LazyFrame, prefixes: pl.LazyFrame) -> pl.Lazy
 def to_trl(pairs: pl.LazyFrame) -> pl.LazyFrame:
     """Conversational preference format: prompt (system + user turns), chosen and rejected
     (one assistant turn each). Takes: system, prompt_text, chosen, rejected."""
-    def turn(role: str, col: str) -> pl.Expr:
-        return pl.struct(pl.lit(role).alias("role"), pl.col(col).alias("content"))
-    return pairs.with_columns(pl.concat_list([turn("system", "system"), turn("user", "prompt_text")]).alias("prompt"),
-                              pl.concat_list([turn("assistant", "chosen")]).alias("chosen_msgs"),
-                              pl.concat_list([turn("assistant", "rejected")]).alias("rejected_msgs"))
+    return pairs.with_columns(
+        pl.concat_list([chat_turn("system", pl.col("system")), chat_turn("user", pl.col("prompt_text"))]).alias("prompt"),
+        pl.concat_list([chat_turn("assistant", pl.col("chosen"))]).alias("chosen_msgs"),
+        pl.concat_list([chat_turn("assistant", pl.col("rejected"))]).alias("rejected_msgs"))
+
+
+def chat_turn(role: str, content: pl.Expr) -> pl.Expr:
+    """One chat message as a polars struct {role, content} (TRL's conversational format)."""
+    return pl.struct(pl.lit(role).alias("role"), content.alias("content"))

@@ -6,6 +6,7 @@ import polars as pl
 
 from gravity_core.pairs import assemble
 from gravity_core.phrasing import Phrasing
+from gravity_core.profile.records import Profile
 from gravity_core.prompts import PromptTemplate
 from gravity_core.stage_configs import PairsConfig
 
@@ -91,11 +92,11 @@ def sample_items(items: pl.DataFrame, per_trait: int, seed: int) -> pl.DataFrame
     return picked.drop("_r", "_k").sort("trait", "item_id")
 
 
-def profile_view(profile: dict) -> dict:
-    """The fields of a profile JSON the training template shows (paper Table 12)."""
-    demo = profile["demographics"]
-    parts = [f"{k}: {demo[v]}" for k, v in (("country", "country"), ("age", "age_bin"), ("gender", "gender")) if demo.get(v)]
-    traits = ", ".join(f"{level} {trait}" for trait, level in profile["personality"]["levels"].items())
-    return {"user_id": profile["user_id"], "profile_version": profile["profile_version"],
-            "demographics": "; ".join(parts) or "unknown", "value_summary": profile["values"]["summary"],
-            "traits": traits}
+def profile_view(profile: Profile) -> dict:
+    """The fields of a profile the training template shows (paper Table 12), plus the user summary
+    (UserSummary / TriAgent baselines, the judge's persona)."""
+    traits = ", ".join(f"{level} {trait}" for trait, level in profile.personality.levels.items())
+    return {"user_id": profile.user_id, "profile_version": profile.profile_version,
+            "demographics": profile.demographics.describe(), "value_summary": profile.values.summary,
+            "traits": traits, "user_summary": profile.user_summary}
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from statistics import fmean
 
-from gravity_core.profile.records import age_bin
+from gravity_core.profile.records import Profile, age_bin
 
 CHANCE = {"stances": 1 / 3, "ocean": 1 / 2, "age_bin": 1 / 3, "gender": 1 / 2}
 
@@ -13,27 +13,27 @@ def _share(hits: list[bool]) -> float | None:
     return round(fmean(hits), 3) if hits else None
 
 
-def agreement(profiles: list[dict], truth: dict[str, dict]) -> dict:
+def agreement(profiles: list[Profile], truth: dict[str, dict]) -> dict:
     """Per facet: share of planted facts the profile recovers, items compared, and chance level.
 
-    profiles: profile JSONs; truth: user_id -> {age, gender, top_genres, stances, ocean}."""
+    truth: user_id -> {age, gender, top_genres, stances, ocean}."""
     stances, ocean, genres, ages, genders, planted = [], [], [], [], [], []
     for p in profiles:
-        t = truth.get(p["user_id"])
+        t = truth.get(p.user_id)
         if t is None:
             continue
-        got = p["values"]["stances"]
+        got = p.values.stances
         stances += [got[sid] == want for sid, want in t.get("stances", {}).items() if sid in got]
         planted += [want for sid, want in t.get("stances", {}).items() if sid in got]
-        ocean += [p["personality"]["levels"][k] == v for k, v in t.get("ocean", {}).items()]
+        ocean += [p.personality.levels[k] == v for k, v in t.get("ocean", {}).items()]
         top = set(t.get("top_genres", []))
-        genres.append(len(top & set(p["interests"]["genres"])) / len(top) if top else 0.0)
-        demo, sources = p["demographics"], p["demographics"]["sources"]
+        genres.append(len(top & set(p.interests.genres)) / len(top) if top else 0.0)
+        demo, sources = p.demographics, p.demographics.sources
         if sources.get("age", "").startswith("inferred") and t.get("age") is not None:
-            ages.append(demo["age_bin"] == age_bin(int(t["age"])))
+            ages.append(demo.age_bin == age_bin(int(t["age"])))
         if sources.get("gender", "").startswith("inferred") and t.get("gender"):
-            genders.append(demo["gender"] == t["gender"])
-    return {"users": sum(p["user_id"] in truth for p in profiles),
+            genders.append(demo.gender == t["gender"])
+    return {"users": sum(p.user_id in truth for p in profiles),
             "stances": {"agreement": _share(stances), "n": len(stances), "chance": round(CHANCE["stances"], 3),
                         "always_majority_label": _majority_baseline(profiles, planted)},
             "ocean": {"agreement": _share(ocean), "n": len(ocean), "chance": CHANCE["ocean"]},
@@ -42,10 +42,10 @@ def agreement(profiles: list[dict], truth: dict[str, dict]) -> dict:
             "inferred_gender": {"agreement": _share(genders), "n": len(genders), "chance": CHANCE["gender"]}}
 
 
-def _majority_baseline(profiles: list[dict], planted: list[str]) -> float | None:
+def _majority_baseline(profiles: list[Profile], planted: list[str]) -> float | None:
     """Agreement a model would get by always answering its own most frequent stance label:
     a model biased toward one label scores this without reading anything."""
-    labels = [s for p in profiles for s in p["values"]["stances"].values()]
+    labels = [s for p in profiles for s in p.values.stances.values()]
     if not labels or not planted:
         return None
     majority = max(sorted(set(labels)), key=labels.count)  # ties: alphabetical, deterministic

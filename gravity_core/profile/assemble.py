@@ -15,14 +15,15 @@ def build_user_inputs(reviews: pl.DataFrame, books: pl.DataFrame, cohort: pl.Dat
     """One `UserInput` per cohort user, reviews joined to their book's title and genre.
 
     Takes: reviews (review_id, user_id, parent_asin, rating, title, text, timestamp),
-    books (parent_asin, title, genre), cohort (user_id, country), users (user_id, age, gender).
+    books (parent_asin, title, genre), cohort (user_id, country, country_source), users (user_id,
+    age, gender).
     Returns: UserInput records sorted by user_id.
     """
     joined = (reviews.join(cohort.select("user_id"), on="user_id", how="semi")
               .join(books.select("parent_asin", pl.col("title").alias("book_title"), "genre"),
                     on="parent_asin", how="left")
               .with_columns(pl.col("genre").fill_null("unmapped"), pl.col("book_title").fill_null("")))
-    attrs = cohort.select("user_id", "country")
+    attrs = cohort.select("user_id", "country", "country_source")
     if users is not None:
         attrs = attrs.join(users.select("user_id", "age", "gender"), on="user_id", how="left")
     else:
@@ -37,7 +38,7 @@ def _user_input(row: dict, frame: pl.DataFrame | None) -> UserInput:
                    title=r["title"] or "", text=r["text"], timestamp=r["timestamp"], genre=r["genre"],
                    book_title=r["book_title"])
         for r in frame.sort("timestamp", "review_id").iter_rows(named=True)]
-    return UserInput(user_id=row["user_id"], country=row["country"], age=row["age"],
+    return UserInput(user_id=row["user_id"], country=row["country"], country_source=row["country_source"], age=row["age"],
                      gender=row["gender"], reviews=tuple(reviews))
 
 
@@ -86,15 +87,15 @@ def stances_frame(profiles: list[Profile]) -> pl.DataFrame:
                                       "seed_id": pl.String, "stance": pl.String})
 
 
-def interests_frame(profiles: list[dict]) -> pl.DataFrame:
-    """Takes: profile JSON dicts. Returns: user_id, genre, rank (0 = the user's top genre)."""
-    return pl.DataFrame([{"user_id": p["user_id"], "genre": g, "rank": i}
-                         for p in profiles for i, g in enumerate(p["interests"]["genres"])],
+def interests_frame(profiles: list[Profile]) -> pl.DataFrame:
+    """Returns: user_id, genre, rank (0 = the user's top genre)."""
+    return pl.DataFrame([{"user_id": p.user_id, "genre": g, "rank": i}
+                         for p in profiles for i, g in enumerate(p.interests.genres)],
                         schema={"user_id": pl.String, "genre": pl.String, "rank": pl.Int64})
 
 
-def levels_frame(profiles: list[dict]) -> pl.DataFrame:
-    """Takes: profile JSON dicts. Returns: user_id, trait, level."""
-    return pl.DataFrame([{"user_id": p["user_id"], "trait": t, "level": lv}
-                         for p in profiles for t, lv in p["personality"]["levels"].items()],
+def levels_frame(profiles: list[Profile]) -> pl.DataFrame:
+    """Returns: user_id, trait, level."""
+    return pl.DataFrame([{"user_id": p.user_id, "trait": t, "level": lv}
+                         for p in profiles for t, lv in p.personality.levels.items()],
                         schema={"user_id": pl.String, "trait": pl.String, "level": pl.String})

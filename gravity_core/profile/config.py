@@ -37,6 +37,10 @@ class ProfilesConfig(BaseModel):
     gender: ClassifierConfig = ClassifierConfig()
     personality: ClassifierConfig = ClassifierConfig()
     summary_max_tokens: int = Field(200, ge=16, description="generation cap for the value and user summaries")
+    infer_country: bool = Field(True, description="infer a missing country from the reviews (never overrides a given one)")
+    country_options: list[str] = Field(["USA", "Brazil", "Japan", "India"], min_length=1,
+                                       description="countries an inferred country is chosen from (plus 'other'); "
+                                                   "cohort.countries wins when set")
 
     @model_validator(mode="after")
     def _check(self) -> "ProfilesConfig":

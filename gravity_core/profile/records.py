@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PROFILE_SCHEMA_VERSION = "profile-v1"
+PROFILE_SCHEMA_VERSION = "profile-v2"
 Stance = Literal["support", "no support", "neutral"]
 STANCES: tuple[str, ...] = ("support", "no support", "neutral")
 Level = Literal["high", "low"]
-TRAITS: tuple[str, ...] = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
+Trait = Literal["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"]
+TRAITS: tuple[str, ...] = get_args(Trait)
 AgeBin = Literal["young", "middle-aged", "senior"]
 AGE_BINS: tuple[str, ...] = ("young", "middle-aged", "senior")
 GENDERS: tuple[str, ...] = ("female", "male")
@@ -45,18 +46,28 @@ class UserInput(BaseModel):
     model_config = ConfigDict(frozen=True)
     user_id: str
     country: str | None = None
+    country_source: AttributeSource = Field("given", description="given, or inferred by the cohort stage")
     age: int | None = None
     gender: str | None = None
     reviews: tuple[UserReview, ...]
 
 
 class Demographics(BaseModel):
+    """Given attributes win; missing ones are inferred, and `sources` says which is which
+    (keys: country, age, gender)."""
+
     user_id: str
     country: str | None
     age: int | None
     age_bin: AgeBin | None
     gender: str | None
     sources: dict[str, AttributeSource]
+
+    def describe(self) -> str:
+        """'country: Japan; age: senior; gender: female' (known attributes only), or 'unknown'."""
+        parts = [f"{label}: {value}" for label, value in (("country", self.country), ("age", self.age_bin),
+                                                          ("gender", self.gender)) if value]
+        return "; ".join(parts) or "unknown"
 
 
 class Interests(BaseModel):

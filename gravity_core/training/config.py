@@ -29,13 +29,18 @@ class GravityDPOConfig(DPOConfig):
         default="chosen", metadata={"help": "sft: chosen responses of the pairs, or the UserSFT baseline's own reviews"})
 
 
-def check_train_keys(raw: dict[str, Any]) -> None:
+def train_fields() -> list[str]:
+    """Every key the `train:` section accepts (TRL's DPOConfig fields + GRAVITY's)."""
+    return sorted(f.name for f in dataclasses.fields(GravityDPOConfig))
+
+
+def check_train_keys(raw: dict[str, Any], known: list[str] | None = None) -> None:
     """Unknown keys in the recipe's `train:` mapping are errors naming each key.
 
     Separate from construction: TrainingArguments also checks the hardware (a bf16 recipe
-    cannot be constructed on a CPU machine, but its keys can still be checked there)."""
-    known = {f.name for f in dataclasses.fields(GravityDPOConfig)}
-    unknown = sorted(set(raw) - known)
+    cannot be constructed on a CPU machine, but its keys can still be checked there).
+    `known` may come from a cache of `train_fields()` (importing TRL takes seconds)."""
+    unknown = sorted(set(raw) - set(known or train_fields()))
     if unknown:
         raise RecipeError(f"unknown key(s) in 'train': {', '.join('train.' + k for k in unknown)}")
 

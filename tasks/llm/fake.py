@@ -41,7 +41,13 @@ def schema_fill(request: ChatRequest) -> str:
     return f"Scripted reply {seed[:8]}: a short personalized description."
 
 
-SCRIPTS: dict[str, Script] = {"schema-fill": schema_fill, "echo": lambda r: r.messages[-1].content}
+def refuse_values(request: ChatRequest) -> str:
+    """Valid replies, except prose where a stance reply was asked (every user's values fail)."""
+    return "I would rather not say." if request.prompt_name == "profile_values" else schema_fill(request)
+
+
+SCRIPTS: dict[str, Script] = {"schema-fill": schema_fill, "echo": lambda r: r.messages[-1].content,
+                              "refuse-values": refuse_values}
 
 
 def register_script(name: str, script: Script) -> None:

@@ -1,13 +1,17 @@
-"""Cost ledger: one row per logical model call, appended to RUN_DIR/ledger.parquet."""
+"""Cost ledger: one row per logical model call, appended to RUN_DIR/ledger.parquet.
+
+`mode` says how a call was made: "sync" (one request to the endpoint, or a local batch) or
+"batch" (the provider Batch API, priced at `LLMConfig.batch_discount`).
+"""
 from __future__ import annotations
 
-import fcntl
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
 from pydantic import BaseModel
+
+from tasks.rundir import append_parquet
 
 LEDGER_FILE = "ledger.parquet"
 LEDGER_SCHEMA = {
@@ -16,6 +20,7 @@ LEDGER_SCHEMA = {
     "request_key": pl.String, "input_tokens": pl.Int64, "output_tokens": pl.Int64,
     "cached": pl.Boolean, "attempts": pl.Int64, "reasks": pl.Int64,
     "status": pl.String, "latency_s": pl.Float64, "cost_usd": pl.Float64, "ts": pl.Float64,
+    "mode": pl.String,
 }
 
 
@@ -40,6 +45,7 @@ class LedgerRow(BaseModel):
     latency_s: float = 0.0
     cost_usd: float = 0.0
     ts: float = 0.0
+    mode: str = "sync"
 
 
 class Ledger:
@@ -68,31 +74,13 @@ class Ledger:
         return len(rows)
 
 
-@contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def rows_frame(rows: list[LedgerRow]) -> pl.DataFrame:
     return pl.DataFrame([r.model_dump() for r in rows], schema=LEDGER_SCHEMA)
 
 
 def append_rows(run_dir: Path, rows: list[LedgerRow]) -> None:
-    """Append under a file lock; the new file replaces the old atomically."""
-    target = Path(run_dir) / LEDGER_FILE
-    with _file_lock(target.with_suffix(".lock")):
-        frame = rows_frame(rows)
-        if target.exists():
-            frame = pl.concat([pl.read_parquet(target), frame], how="vertical_relaxed")
-        tmp = target.with_suffix(".parquet.tmp")
-        frame.write_parquet(tmp)
-        tmp.replace(target)
+    """Append under the run's file lock (see tasks.rundir.append_parquet)."""
+    append_parquet(rows_frame(rows), Path(run_dir) / LEDGER_FILE)
 
 
 def read_ledger(run_dir: Path) -> pl.DataFrame:

@@ -1,0 +1,152 @@
+"""The run layout: every path of a run directory, in one place.
+
+Flows and tasks ask a `RunLayout` for a path and never spell an artifact name themselves.
+Pure: building paths touches no filesystem. Per-method folders (`train/<method>/`,
+`generate/<method>/`) let baselines and their adapters sit beside GRAVITY's own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+GRAVITY = "gravity"
+# The ingest stage's files, by kind (tasks.ingest_io writes them into RUN_DIR/ingest/).
+INGEST_FILES: dict[str, str] = {"review": "reviews.parquet", "book": "books.parquet", "user": "users.parquet",
+                                "quarantine": "quarantine.parquet"}
+STAGES: tuple[str, ...] = ("ingest", "profiles", "scenarios", "pairs", "train", "generate")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one run directory (RUN_DIR)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, run_dir: str | Path) -> "RunLayout":
+        return cls(Path(run_dir).expanduser().resolve())
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def relative(self, path: str | Path) -> str:
+        """A path inside the run, relative to RUN_DIR (as the manifest records it)."""
+        return str(Path(path).resolve().relative_to(self.root))
+
+    # run-wide files
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def manifest_lock(self) -> Path:
+        return self.root / ".manifest.lock"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "ledger.parquet"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def model_quarantine(self, stage: str) -> Path:
+        return self.root / "quarantine" / f"{stage}_model_outputs.parquet"
+
+    # ingest
+    @property
+    def ingest_dir(self) -> Path:
+        return self.root / "ingest"
+
+    @property
+    def reviews(self) -> Path:
+        return self.ingest_dir / INGEST_FILES["review"]
+
+    @property
+    def books(self) -> Path:
+        return self.ingest_dir / INGEST_FILES["book"]
+
+    @property
+    def users(self) -> Path:
+        return self.ingest_dir / INGEST_FILES["user"]
+
+    @property
+    def ingest_quarantine(self) -> Path:
+        return self.ingest_dir / INGEST_FILES["quarantine"]
+
+    @property
+    def cohort(self) -> Path:
+        return self.root / "ingest" / "cohort.parquet"
+
+    @property
+    def cohort_funnel(self) -> Path:
+        return self.root / "ingest" / "cohort_funnel.parquet"
+
+    @property
+    def genre_coverage(self) -> Path:
+        return self.root / "ingest" / "genre_coverage.json"
+
+    # profiles
+    @property
+    def profiles(self) -> Path:
+        return self.root / "profiles" / "profiles.parquet"
+
+    @property
+    def stances(self) -> Path:
+        return self.root / "profiles" / "stances.parquet"
+
+    @property
+    def profile_users(self) -> Path:
+        return self.root / "profiles" / "users"
+
+    def profile_json(self, user_id: str) -> Path:
+        return self.profile_users / f"{user_id}.json"
+
+    @property
+    def profile_failures(self) -> Path:
+        return self.root / "profiles" / "failures.parquet"
+
+    @property
+    def agreement(self) -> Path:
+        return self.root / "profiles" / "agreement.json"
+
+    # scenario pool
+    @property
+    def pool(self) -> Path:
+        return self.root / "scenarios" / "pool.parquet"
+
+    # preference pairs
+    @property
+    def pairs(self) -> Path:
+        return self.root / "pairs" / "pairs.parquet"
+
+    @property
+    def pairs_hf(self) -> Path:
+        return self.root / "pairs" / "hf"
+
+    @property
+    def usersft(self) -> Path:
+        return self.root / "pairs" / "usersft"
+
+    # training, one folder per method
+    def train_dir(self, method: str = GRAVITY) -> Path:
+        return self.root / "train" / method
+
+    def adapter(self, method: str = GRAVITY) -> Path:
+        return self.train_dir(method) / "adapter"
+
+    def checkpoints(self, method: str = GRAVITY) -> Path:
+        return self.train_dir(method) / "checkpoints"
+
+    def train_metrics(self, method: str = GRAVITY) -> Path:
+        return self.train_dir(method) / "metrics.jsonl"
+
+    def heldout_eval(self, method: str = GRAVITY) -> Path:
+        return self.train_dir(method) / "heldout_eval.json"
+
+    # generation, one folder per method
+    def generate_dir(self, method: str = GRAVITY) -> Path:
+        return self.root / "generate" / method
+
+    def generations(self, method: str = GRAVITY) -> Path:
+        return self.generate_dir(method) / "generations.parquet"

@@ -1,0 +1,122 @@
+"""Setting up a run the same way wherever it starts (the CLI, a Prefect worker, a test):
+find and validate the recipe, prepare the process environment, and point Prefect's task
+results at stable storage so caches survive new processes."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from gravity_core.layout import RunLayout
+from gravity_core.recipe import Recipe, RecipeError, parse_recipe
+from tasks.stage import RunContext
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+QUIET_ENV = {
+    "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # A temporary Prefect server starts in about 20 s on a cold, busy 2-core machine; Prefect waits 20 s.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
+
+
+def recipe_path(recipe: str) -> Path:
+    """A recipe given as a path, or by name (`sample` -> recipes/sample.yaml, from the working
+    directory or the project)."""
+    given = Path(recipe).expanduser()
+    names = [given, Path("recipes") / f"{recipe}.yaml", PROJECT_ROOT / "recipes" / f"{recipe}.yaml"]
+    for candidate in names:
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in (PROJECT_ROOT / "recipes").glob("*.yaml"))
+    raise RecipeError(f"recipe not found: {recipe} (a YAML path, or one of {known})")
+
+
+def load_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe:
+    """Parse the recipe (with `section.key=value` overrides) and validate every section, the
+    `train` section included as the real TRL config; errors name the key."""
+    path = recipe_path(recipe)
+    parsed = parse_recipe(path.read_text(encoding="utf-8"), overrides or [], source=str(path))
+    validate_train(parsed)
+    return parsed
+
+
+def validate_train(recipe: Recipe) -> None:
+    """Check `train` before any stage runs: unknown keys at once (from a per-version cache of the
+    accepted keys), then build it as TRL's DPOConfig. A recipe meant for GPUs (bf16/fp16) is
+    built with the precision switched off on a machine without CUDA; the rest is still checked."""
+    from gravity_core.training.config import check_train_keys, parse_train_config
+    check_train_keys(recipe.train, train_keys(Path(recipe.llm.cache_dir)))
+    raw = {**recipe.train, "output_dir": str(Path(recipe.llm.cache_dir) / "validate")}
+    try:
+        parse_train_config(raw)
+    except RecipeError as exc:
+        if "support bf16" not in str(exc) and "fp16" not in str(exc):
+            raise
+        parse_train_config({**raw, "bf16": False, "fp16": False})
+
+
+def train_keys(cache_dir: Path) -> list[str]:
+    """The keys `train:` accepts, cached per TRL/transformers version (importing TRL is slow)."""
+    import json
+    from importlib.metadata import version
+    path = cache_dir / f"train-keys-trl{version('trl')}-tf{version('transformers')}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from gravity_core.training.config import train_fields
+    keys = train_fields()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(keys))
+    return keys
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    return hashlib.sha256(recipe.model_dump_json().encode()).hexdigest()[:12]
+
+
+def run_context(recipe: Recipe, out: str | Path) -> RunContext:
+    layout = RunLayout.of(out)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    return RunContext(run_dir=str(layout.root), run_id=uuid.uuid4().hex[:12], recipe_name=recipe.run.name,
+                      recipe_hash=recipe_hash(recipe))
+
+
+def prepare_process(recipe: Recipe) -> None:
+    """Offline, quiet libraries and a deliberate torch thread count, in this process."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    logging.captureWarnings(True)
+    if recipe.run.torch_threads:
+        import torch
+        torch.set_num_threads(recipe.run.torch_threads)
+
+
+def results_settings(recipe: Recipe) -> dict:
+    """Prefect settings for persisted task results under the recipe's cache folder (task caches
+    survive new processes). A storage the deployment configured itself (env) is kept."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, PREFECT_RESULTS_PERSIST_BY_DEFAULT
+    updates = {PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}
+    if not {"PREFECT_LOCAL_STORAGE_PATH", "PREFECT_RESULTS_LOCAL_STORAGE_PATH",
+            "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"} & set(os.environ):
+        updates[PREFECT_LOCAL_STORAGE_PATH] = str(Path(recipe.llm.cache_dir).resolve() / "prefect-results")
+    return updates
+
+
+@contextmanager
+def run_logs(layout: RunLayout, name: str = "run.log"):
+    """Everything logged in this process (Prefect task logs, library warnings) also goes to
+    RUN_DIR/logs/<name> while the block runs."""
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(layout.logs / name, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()  # Prefect's loggers and py.warnings propagate here
+    root.addHandler(handler)
+    try:
+        yield layout.logs / name
+    finally:
+        root.removeHandler(handler)
+        handler.close()

@@ -19,55 +19,72 @@ from tasks.training import load_base
 
 
 class Scorer:
-    """Sequence log-probability of an assistant reply given the prompt turns."""
+    """Sequence log-probabilities of assistant replies given their prompt turns, scored in
+    right-padded batches (one forward pass per batch, not per reply)."""
 
-    def __init__(self, model, tokenizer, max_length: int):
-        self.model, self.tok, self.max_length = model, tokenizer, max_length
+    def __init__(self, model, tokenizer, max_length: int, batch_size: int = 8):
+        self.model, self.tok, self.max_length, self.batch_size = model, tokenizer, max_length, batch_size
 
-    @torch.inference_mode()
-    def logp(self, prompt: list[dict], reply: str) -> float:
+    def _encode(self, prompt: list[dict], reply: str) -> tuple[list[int], int]:
+        """Token ids of prompt + reply (cut to max_length) and where the reply starts."""
         head = self.tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         full = self.tok.apply_chat_template(prompt + [{"role": "assistant", "content": reply}], tokenize=False)
-        head_ids = self.tok.encode(head, add_special_tokens=False)
-        ids = self.tok.encode(full, add_special_tokens=False)[: self.max_length]
-        if len(ids) <= len(head_ids):
-            return 0.0
-        logits = self.model(input_ids=torch.tensor([ids])).logits[0, :-1]
-        logprobs = torch.log_softmax(logits.float(), -1)
-        targets = torch.tensor(ids[1:])
-        picked = logprobs[torch.arange(len(targets)), targets]
-        return float(picked[len(head_ids) - 1:].sum())
+        start = len(self.tok.encode(head, add_special_tokens=False))
+        return self.tok.encode(full, add_special_tokens=False)[: self.max_length], start
+
+    @torch.inference_mode()
+    def logp_many(self, items: list[tuple[list[dict], str]]) -> list[float]:
+        """log p(reply | prompt) for every (prompt, reply); 0.0 where the reply was cut off entirely."""
+        encoded = [self._encode(p, r) for p, r in items]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # similar lengths pad less
+        scores = [0.0] * len(encoded)
+        for at in range(0, len(order), self.batch_size):
+            chunk = order[at:at + self.batch_size]
+            for i, value in zip(chunk, self._batch([encoded[i] for i in chunk])):
+                scores[i] = value
+        return scores
+
+    def _batch(self, encoded: list[tuple[list[int], int]]) -> list[float]:
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
+        width = max(len(ids) for ids, _ in encoded)
+        ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in encoded])
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in encoded])
+        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        picked = logits.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+        return [float(picked[row, start - 1:len(x) - 1].sum()) if len(x) > start else 0.0
+                for row, (x, start) in enumerate(encoded)]
 
 
-def _both(model, scorer: Scorer, prompt, reply) -> tuple[float, float]:
-    trained = scorer.logp(prompt, reply)
+def _both(model, scorer: Scorer, items: list[tuple[list[dict], str]]) -> tuple[list[float], list[float]]:
+    """Scores under the trained adapter and under the base (the same weights, adapter disabled)."""
+    trained = scorer.logp_many(items)
     with model.disable_adapter():
-        base = scorer.logp(prompt, reply)
+        base = scorer.logp_many(items)
     return trained, base
 
 
 def _pair_rows(model, scorer, rows) -> list[dict]:
-    out = []
-    for row in rows:
-        ct, cb = _both(model, scorer, row["prompt"], row["chosen"][0]["content"])
-        rt, rb = _both(model, scorer, row["prompt"], row["rejected"][0]["content"])
-        out.append({"chosen_trained": ct, "chosen_base": cb, "rejected_trained": rt, "rejected_base": rb})
-    return out
+    items = [(row["prompt"], row[side][0]["content"]) for row in rows for side in ("chosen", "rejected")]
+    trained, base = _both(model, scorer, items)
+    return [{"chosen_trained": trained[2 * i], "chosen_base": base[2 * i],
+             "rejected_trained": trained[2 * i + 1], "rejected_base": base[2 * i + 1]} for i in range(len(rows))]
+
+
+FLIP_KEYS = [(f"{name}_{side}", side, name) for side in ("support", "oppose") for name in ("aligned", "contra")]
 
 
 def _flip_rows(model, scorer, rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    trained, base = [], []
+    """Each held-out value pair scored with the reader's stated support and stated opposition."""
+    probe, items = load_phrasing().stance_probe, []
     for row in rows:
-        scores = {}
-        for side, supports in (("support", True), ("oppose", False)):
-            user = {"role": "user", "content": with_stance(row["prompt_text"], row["statement"], supports,
-                                                           load_phrasing().stance_probe)}
-            prompt = [row["prompt"][0], user]
-            for name, text in (("aligned", row["aligned"]), ("contra", row["contradicting"])):
-                scores[f"{name}_{side}"] = _both(model, scorer, prompt, text)
-        trained.append({k: v[0] for k, v in scores.items()})
-        base.append({k: v[1] for k, v in scores.items()})
-    return trained, base
+        for _, side, name in FLIP_KEYS:
+            user = {"role": "user", "content": with_stance(row["prompt_text"], row["statement"], side == "support",
+                                                           probe)}
+            items.append(([row["prompt"][0], user], row["aligned" if name == "aligned" else "contradicting"]))
+    trained, base = _both(model, scorer, items)
+    n = len(FLIP_KEYS)
+    return tuple([{key: scores[i * n + k] for k, (key, _, _) in enumerate(FLIP_KEYS)} for i in range(len(rows))]
+                 for scores in (trained, base))
 
 
 def evaluate_heldout(layout: RunLayout, method: str, raw_cfg: dict, statements: dict[str, str],

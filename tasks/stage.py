@@ -6,6 +6,7 @@ ends Failed, which stops the pipeline before the next stage spends a call.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +105,10 @@ def _message(name: str, result: StageResult, tolerance: float, failed: bool) -> 
         return result.done
     share = f"{len(result.failures)} of {result.total} {result.what} failed"
     if failed:
-        return f"stage {name}: {share}, more than run.max_failed_fraction={tolerance}; see the manifest"
+        reasons = Counter(" ".join(r.split())[:200] for r in result.failures.values())
+        reason, count = reasons.most_common(1)[0]
+        why = f"{'all' if count == len(result.failures) else count} with: {reason}"
+        return f"stage {name}: {share} ({why}), more than run.max_failed_fraction={tolerance}; see the manifest"
     return f"{result.done}; {share} (within run.max_failed_fraction={tolerance})"
 
 

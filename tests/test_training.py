@@ -113,3 +113,21 @@ def test_deepspeed_zero2_config_trains_in_one_cpu_process(layout, monkeypatch):
                             layout, "zero2", CACHE)
     assert summary["steps"] == 2
     assert (Path(summary["adapter"]) / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_batched_scoring_equals_one_reply_at_a_time():
+    """The held-out scorer pads replies of different lengths into one batch; padding must not
+    change any reply's log-probability."""
+    from gravity_core.training.config import parse_train_config
+    from tasks.heldout_eval import Scorer
+    from tasks.training import load_base
+    model, tokenizer = load_base(parse_train_config({**BASE, "output_dir": "/tmp/unused"}), CACHE)
+    items = [(turn("user", "Describe a quiet book."), "A gentle story."),
+             (turn("system", "You write for one reader.") + turn("user", "Describe book 3 for a reader who "
+              "loves long, slow family sagas set by the sea."), "Three generations of a fishing family " * 4),
+             (turn("user", "Hi"), "Short.")]
+    batched = Scorer(model, tokenizer, max_length=96, batch_size=8).logp_many(items)
+    single = Scorer(model, tokenizer, max_length=96, batch_size=1).logp_many(items)
+    assert all(b < 0 for b in batched)
+    assert batched == pytest.approx(single, abs=1e-3)

@@ -57,11 +57,11 @@ class RunConsole:
         where = f" (raw output: {detail['quarantine']})" if detail.get("quarantine") else ""
         for reason, items in _by_reason(detail.get("failures") or {}).items():
             who = items[0] if len(items) == 1 else f"{len(items)} items ({', '.join(items[:3])}{', ...' if len(items) > 3 else ''})"
-            self.console.print(f"[yellow]![/] {stage.name}: {who} failed: {reason}{where}", highlight=False)
+            self.console.print(f"[yellow]![/] {stage.name}: {who} failed: {reason}{where}", highlight=False, soft_wrap=True)
         for warning in detail.get("warnings") or []:
-            self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            self.console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         if detail.get("reason"):
-            self.console.print(f"[red]{stage.name} failed:[/] {_short(detail['reason'])}", highlight=False)
+            self.console.print(f"[red]{stage.name} failed:[/] {_short(detail['reason'])}", highlight=False, soft_wrap=True)
 
     @contextmanager
     def live(self):
@@ -86,7 +86,7 @@ class RunConsole:
                           str(stage["model_calls"]["made"]), str(stage["model_calls"]["cached"]),
                           str(stage["failures"]), stage["folder"])
         self.console.print(table)
-        self.console.print(f"manifest: {result['manifest']}\nlogs: {result['logs']}", highlight=False)
+        self.console.print(f"manifest: {result['manifest']}\nlogs: {result['logs']}", highlight=False, soft_wrap=True)
 
 
 def frame_table(title: str, frame: pl.DataFrame) -> Table:

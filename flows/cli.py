@@ -56,6 +56,8 @@ def run_pipeline(recipe: str, out: Path, overrides: list[str] | None, stages: li
         finally:
             if (done := summarize_run(layout))["stages"]:
                 view.summary(done)
+                if "report" in done["stages"] and layout.report_html.exists():
+                    view.console.print(f"report: {layout.report_html} (and {layout.report_md.name})", highlight=False)
 
 
 @app.command()
@@ -125,6 +127,13 @@ def generate(recipe: str = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetO
 def run(recipe: str = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
     """The main job: every stage as one Prefect flow (the `gravity-pipeline` deployment's flow)."""
     run_pipeline(recipe, out, set_, None)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run directory that went through the judge stage"),
+           recipe: str = RecipeOpt, set_: list[str] = SetOpt):
+    """Table 2 metrics with bootstrap CIs, tests, judge reliability and costs: RUN_DIR/report/."""
+    run_pipeline(recipe, run_dir, set_, ["report"])
 
 
 @app.command()

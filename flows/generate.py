@@ -15,7 +15,7 @@ from tasks.stage import RunContext, StageResult, client_for, gravity_stage
 @gravity_stage("generate")
 def generate_flow(recipe: Recipe, ctx: RunContext) -> StageResult:
     layout = ctx.layout
-    users = targets(layout, recipe.generate)
+    users = targets(layout)
     client = client_for(generation_llm(recipe.llm, generation_adapter(layout, recipe.llm)), "generate", ctx)
     rows, failures = settle(target_user_ids(users), generate_for_user.map(users, unmapped(recipe.generate),
                                                                           unmapped(GRAVITY), unmapped(client)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.settings import temporary_settings
 
+from flows.evaluate import baselines_flow, judge_flow, report_flow, targets_flow
 from flows.generate import generate_flow
 from flows.ingest import ingest_flow
 from flows.pairs import pairs_flow
@@ -19,14 +20,16 @@ from tasks.environment import load_recipe, prepare_process, results_settings, ru
 from tasks.run_summary import summarize_run
 
 STAGE_FLOWS = {"ingest": ingest_flow, "profiles": profiles_flow, "scenarios": scenarios_flow,
-               "pairs": pairs_flow, "train": train_flow, "generate": generate_flow}
+               "pairs": pairs_flow, "train": train_flow, "targets": targets_flow, "generate": generate_flow,
+               "baselines": baselines_flow, "judge": judge_flow, "report": report_flow}
 
 
 @flow(name="gravity-pipeline", log_prints=True)
 def gravity_pipeline(recipe: str = "sample", overrides: list[str] | None = None, out: str = "runs/sample",
                      stages: list[StageName] | None = None, cohort: CohortFilter | None = None,
                      resume_training: bool = False) -> dict:
-    """Run GRAVITY: ingest, profiles, scenario pool, preference pairs, DPO training, generation.
+    """Run GRAVITY: ingest, profiles, scenario pool, preference pairs, DPO training, target books,
+    generation, prompting baselines, the LLM judge and the report.
 
     Args:
         recipe: A recipe name from recipes/ (sample, paper...) or a path to a recipe YAML file.

@@ -89,12 +89,18 @@ def _walk_array(schema: dict, root: dict, ops: Ops, string_tokens: int) -> list:
     count = schema.get("minItems", schema.get("maxItems"))
     if count is None:
         raise UnsupportedSchema("array needs minItems or maxItems for guided decoding")
+    item = _resolve(schema.get("items", {}), root)
+    unique = schema.get("uniqueItems") and "enum" in item
+    if unique and count > len(item["enum"]):
+        raise UnsupportedSchema("uniqueItems array longer than its enum")
     ops.feed("[")
     items = []
     for i in range(count):
         if i:
             ops.feed(", ")
-        items.append(_walk(schema.get("items", {}), root, ops, string_tokens))
+        # uniqueItems over an enum (a ranking): each position chooses among the values not yet used
+        left = {"enum": [o for o in item["enum"] if o not in items]} if unique else item
+        items.append(_walk(left, root, ops, string_tokens))
     ops.feed("]")
     return items
 

@@ -6,6 +6,7 @@ Pure: building paths touches no filesystem. Per-method folders (`train/<method>/
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,10 @@ GRAVITY = "gravity"
 # The ingest stage's files, by kind (tasks.ingest_io writes them into RUN_DIR/ingest/).
 INGEST_FILES: dict[str, str] = {"review": "reviews.parquet", "book": "books.parquet", "user": "users.parquet",
                                 "quarantine": "quarantine.parquet"}
-STAGES: tuple[str, ...] = ("ingest", "profiles", "scenarios", "pairs", "train", "generate")
+# `targets` picks the books every method describes; `baselines`, `judge`, `report` evaluate them.
+STAGES: tuple[str, ...] = ("ingest", "profiles", "scenarios", "pairs", "train", "targets", "generate", "baselines",
+                           "judge", "report")
+ORIGINAL = "original"
 
 
 @dataclass(frozen=True)
@@ -24,14 +28,14 @@ class RunLayout:
 
     @classmethod
     def of(cls, run_dir: str | Path) -> "RunLayout":
-        return cls(Path(run_dir).expanduser().resolve())
+        return cls(Path(os.path.abspath(Path(run_dir).expanduser())))
 
     def stage_dir(self, stage: str) -> Path:
         return self.root / stage
 
     def relative(self, path: str | Path) -> str:
         """A path inside the run, relative to RUN_DIR (as the manifest records it)."""
-        return str(Path(path).resolve().relative_to(self.root))
+        return str(Path(os.path.abspath(path)).relative_to(self.root))
 
     # run-wide files
     @property
@@ -150,3 +154,40 @@ class RunLayout:
 
     def generations(self, method: str = GRAVITY) -> Path:
         return self.generate_dir(method) / "generations.parquet"
+
+    # evaluation: one target set per run, the judge's verdicts, the report
+    @property
+    def evaluate_dir(self) -> Path:
+        return self.root / "evaluate"
+
+    @property
+    def targets(self) -> Path:
+        return self.evaluate_dir / "targets.parquet"
+
+    @property
+    def verdicts(self) -> Path:
+        return self.evaluate_dir / "verdicts.parquet"
+
+    @property
+    def sanity_verdicts(self) -> Path:
+        return self.evaluate_dir / "sanity.parquet"
+
+    @property
+    def similarity(self) -> Path:
+        return self.evaluate_dir / "similarity.parquet"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def report_md(self) -> Path:
+        return self.report_dir / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.report_dir / "report.html"
+
+    @property
+    def report_metrics(self) -> Path:
+        return self.report_dir / "metrics.parquet"

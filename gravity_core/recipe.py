@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gravity_core.cohort import CohortConfig
 from gravity_core.errors import describe_validation
+from gravity_core.evaluation.config import EvaluateConfig
 from gravity_core.llm_config import LLMConfig
 from gravity_core.profile.config import ProfilesConfig
 from gravity_core.stage_configs import GenerateConfig, PairsConfig, ScenariosConfig
@@ -69,6 +70,7 @@ class Recipe(BaseModel):
     pairs: PairsConfig = PairsConfig()
     train: dict[str, Any] = Field(default_factory=dict, description="TRL DPOConfig fields + GRAVITY extras; checked by training.config")
     generate: GenerateConfig = GenerateConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -38,11 +38,10 @@ class PairsConfig(BaseModel):
 
 
 class GenerateConfig(BaseModel):
-    """Personalized generation (GRAVITY section 3.5)."""
+    """Personalized generation (GRAVITY section 3.5); the target books come from the `targets`
+    stage (recipe section `evaluate`), shared by every method."""
 
     model_config = ConfigDict(extra="forbid")
-    books_per_user: int = Field(3, ge=1, description="target books per user")
-    min_book_rating: float = Field(4.0, ge=1, le=5, description="targets are at least this well rated")
     max_tokens: int = Field(200, ge=16, description="description length cap in tokens")
     temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature")
     top_p: float = Field(0.9, gt=0, le=1, description="nucleus mass")

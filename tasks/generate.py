@@ -1,19 +1,18 @@
-"""Prefect tasks of personalized generation: targets, one task run per user, the output table."""
+"""Prefect tasks of personalized generation: the run's targets, one task run per user, the output table."""
 from __future__ import annotations
 
-import polars as pl
 from prefect import task
 
 from gravity_core.fences import fence
-from gravity_core.generate import parse_description, select_targets
+from gravity_core.generate import parse_description
 from gravity_core.layout import GRAVITY, RunLayout
 from gravity_core.llm import SamplingParams
 from gravity_core.llm_config import LLMConfig
 from gravity_core.pairs.build import profile_view
-from gravity_core.profile.assemble import interests_frame
 from gravity_core.records import Generation
 from gravity_core.stage_configs import GenerateConfig
 from tasks.caching import LLM_TASK
+from tasks.evaluate.targets import targets_by_user
 from tasks.llm.client import ModelClient
 from tasks.records_io import read_profiles, write_records
 from tasks.resources import load_prompt
@@ -21,15 +20,13 @@ from tasks.resources import load_prompt
 PROMPT = "generate_description"
 
 
-@task(name="select-targets")
-def targets(layout: RunLayout, cfg: GenerateConfig) -> list[dict]:
-    """Per user: profile view + K target books (rows grouped by user)."""
+@task(name="load-targets")
+def targets(layout: RunLayout) -> list[dict]:
+    """Per user: profile view + the run's target books (RUN_DIR/evaluate/targets.parquet, written
+    by the `targets` stage and shared by every method)."""
     profiles = {p.user_id: p for p in read_profiles(layout)}
-    chosen = select_targets(pl.scan_parquet(layout.books), interests_frame(list(profiles.values())).lazy(),
-                            pl.scan_parquet(layout.reviews).select("user_id", "parent_asin"),
-                            cfg.books_per_user, cfg.min_book_rating)
-    return [{"profile": profile_view(profiles[u]), "books": frame.drop("user_id").to_dicts()}
-            for (u,), frame in chosen.group_by("user_id", maintain_order=True)]
+    return [{"profile": profile_view(profiles[u]), "books": books}
+            for u, books in targets_by_user(layout).items() if u in profiles]
 
 
 def target_user_ids(users: list[dict]) -> list[str]:

@@ -34,8 +34,8 @@ TABLE12 = {  # template: (Table 12 method, inputs, a phrase of the paper's wordi
     "baseline_base_rewrite": ("BaseRewrite", {"book", "description"},
                               "Please generate a more engaging and interesting description for this book:"),
     "baseline_demo_based": ("DemoBased", {"age", "gender", "country", "book", "description"}, "You are a "),
-    "baseline_user_summary": ("UserSummary", {"user_summary", "book", "description"}, "Based on this user summary ("),
-    "baseline_lamp": ("LaMP", {"reviews", "book", "description"}, "Based on these user reviews: ["),
+    "baseline_user_summary": ("UserSummary", {"user_summary", "book", "description"}, "Based on this user summary:"),
+    "baseline_lamp": ("LaMP", {"reviews", "book", "description"}, "Based on these user reviews:"),
     "baseline_triagent_rewrite": ("TriAgent", {"book", "description"}, "with this description:"),
     "baseline_triagent_edit": ("TriAgent", {"user_summary", "personalized_description"},
                                "please generate a set of suggested edits to make the description more engaging"),
@@ -52,6 +52,11 @@ SIX_TO_EIGHT = {"baseline_base_rewrite", "baseline_demo_based", "baseline_user_s
                 "baseline_triagent_rewrite", "baseline_triagent_final", "baseline_prefalign_pairs"}
 
 
+# Version 2 of these templates takes stranger-written text fenced (gravity_core.fences).
+FENCED = {"baseline_base_rewrite", "baseline_demo_based", "baseline_user_summary", "baseline_lamp",
+          "baseline_triagent_rewrite", "baseline_triagent_edit", "baseline_triagent_final"}
+
+
 def _sentinels(inputs: set[str]) -> dict:
     values = {name: f"<<{name.upper()}>>" for name in inputs}
     if "reviews" in inputs:
@@ -66,7 +71,7 @@ def test_baseline_prompt_carries_exactly_table12_fields(name):
     method, inputs, phrase = TABLE12[name]
     template = load_prompt(name)
     assert set(template.inputs) == inputs and len(template.inputs) == len(inputs)
-    assert template.version == "1" and f"follows paper Table 12 ({method})" in " ".join(template.description.split())
+    assert template.version == ("2" if name in FENCED else "1") and f"follows paper Table 12 ({method})" in " ".join(template.description.split())
     values = _sentinels(inputs)
     user = template.render(**values)[1].content
     for name_, value in values.items():
@@ -99,8 +104,8 @@ def test_judge_ranking_shows_ids_not_methods():
     shown = [{"id": i, "text": f"text of {i}"} for i in candidate_ids(8)]
     user = template.render(age="senior", gender="male", country="Japan", user_summary="Likes poetry.",
                            descriptions=shown)[1].content
-    assert user.startswith("You are a senior male from Japan. Likes poetry. Please carefully read each")
-    assert all(f"[{d['id']}] {d['text']}" in user for d in shown)
+    assert user.startswith("You are a senior male from Japan.\nLikes poetry.\nPlease carefully read each")
+    assert all(d["text"] in user for d in shown)
     assert "(A, B, C, D, E, F, G, H)" in user and '{"ranking"' in user
 
 

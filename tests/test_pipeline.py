@@ -15,7 +15,8 @@ import pytest
 from tasks.llm.ledger import read_ledger
 
 pytestmark = pytest.mark.slow
-STAGES = ["ingest", "profiles", "scenarios", "pairs", "train", "generate"]
+STAGES = ["ingest", "profiles", "scenarios", "pairs", "train", "targets", "generate", "baselines", "judge",
+          "report"]
 FAKE = ["llm.default.backend=fake", "llm.default.fake_script=schema-fill", "llm.default.model=scripted"]
 SMALL = ["cohort.users_per_country=1", "banks.seed_limit=12", "train.max_steps=2", "train.max_length=128",
          "train.heldout_eval_rows=4", "train.save_steps=10"]
@@ -48,6 +49,13 @@ def test_the_main_job_on_the_sample_then_fully_cached(tmp_path):
                                         "books_quarantined": 0, "cohort_users": 4}
     assert pl.read_parquet(run_dir / "generate" / "gravity" / "generations.parquet").height == 4
     assert (run_dir / "train" / "gravity" / "adapter" / "adapter_config.json").exists()
+    assert pl.read_parquet(run_dir / "evaluate" / "targets.parquet").height == 4  # one shared target per user
+    for method in ("base_rewrite", "demo_based", "user_summary", "lamp", "triagent"):
+        assert pl.read_parquet(run_dir / "generate" / method / "generations.parquet").height == 4
+    verdicts = pl.read_parquet(run_dir / "evaluate" / "verdicts.parquet")
+    assert verdicts.filter(pl.col("kind") == "ranking").height == 4 * 2  # sample recipe: 2 orderings
+    assert "Table 2" in (run_dir / "report" / "report.html").read_text()
+    assert f"report: {run_dir / 'report' / 'report.html'}" in cold.stdout
     assert json.loads((run_dir / "train" / "gravity" / "heldout_eval.json").read_text())["preference"]["n"] == 4
     assert (run_dir / "logs" / "run.log").stat().st_size > 0  # Prefect's task logs went here, not to the console
     calls = read_ledger(run_dir).height
@@ -113,3 +121,17 @@ def test_the_pipeline_parameters_render_as_a_form():
     cohort = schema["definitions"]["CohortFilter"]["properties"]
     assert all(p.get("description") for p in cohort.values())
     json.dumps(schema)
+
+
+def test_an_endpoint_that_rejects_the_key_ends_in_one_clear_line(tmp_path, openai_server):
+    """Every call answered 401: the run stops after the profiles stage with one line that says
+    authentication failed and what to set; no traceback."""
+    openai_server.queue = [(401, {"error": {"message": "bad key", "type": "invalid_request_error"}}, {})] * 200
+    done = gravity(tmp_path, "run", "--out", str(tmp_path / "run"),
+                   overrides=["llm.default.backend=openai", f"llm.default.base_url={openai_server.url}",
+                              "llm.default.model=m", *SMALL])
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: stage profiles: 4 of 4 user profiles failed (") and "HTTP 401" in last
+    assert "authentication failed: set a valid API key" in last and "Traceback" not in done.stdout + done.stderr
+    assert len(openai_server.requests) <= 8  # a 401 is final: never retried

@@ -30,12 +30,13 @@ def candidate_ids(n: int, style: str = "letters") -> list[str]:
 def ranking_schema(ids: list[str]) -> dict:
     """JSON schema of the ranking reply: {"ranking": [every id once, best first]}.
 
-    Fixed-length array of id enums, walkable by `gravity_core.guided` (uniqueness cannot be
-    expressed there, so `parse_ranking` checks it).
+    Fixed-length array of distinct id enums, walkable by `gravity_core.guided` (which honours
+    `uniqueItems` over an enum, so guided decoding writes a permutation); `parse_ranking` still
+    checks it for replies that were not guided.
     """
     return {"type": "object",
             "properties": {"ranking": {"type": "array", "items": {"enum": list(ids)},
-                                       "minItems": len(ids), "maxItems": len(ids)}},
+                                       "minItems": len(ids), "maxItems": len(ids), "uniqueItems": True}},
             "required": ["ranking"], "additionalProperties": False}
 
 

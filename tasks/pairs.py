@@ -5,6 +5,7 @@ import polars as pl
 from prefect import task
 
 from gravity_core.banks import PersonalityItem, SeedStatement
+from gravity_core.evaluation.requests import persona_fields
 from gravity_core.layout import RunLayout
 from gravity_core.pairs.build import build_pairs, counts, profile_prefixes, profile_view, sample_items
 from gravity_core.pairs.genres import distinct_frame, genre_texts, least_similar
@@ -64,15 +65,16 @@ def build_and_export(layout: RunLayout, cfg: PairsConfig, distinct: dict[str, li
     phrasing = load_phrasing()
     prompt_version = f"gravity_training@{load_prompt('gravity_training').version}+phrasing@{phrasing.version}"
     pairs = build_pairs(cfg, inputs, prefixes, version, seed, phrasing, prompt_version)
-    usersft = export_usersft(layout, [p.user_id for p in profiles])
+    usersft = export_usersft(layout, {p.user_id: persona_fields(p.demographics.model_dump()) for p in profiles})
     return {**export(pairs, layout), **counts(pairs), "usersft_rows": usersft}
 
 
-def export_usersft(layout: RunLayout, users: list[str]) -> int:
-    """The UserSFT baseline's data (description -> the user's own review) as RUN_DIR/pairs/usersft."""
+def export_usersft(layout: RunLayout, personas: dict[str, dict[str, str]]) -> int:
+    """The UserSFT baseline's data (Table 12: persona + description -> the user's own review) as
+    RUN_DIR/pairs/usersft."""
     from datasets import Dataset, DatasetDict
-    rows = usersft_messages(pl.scan_parquet(layout.reviews), pl.scan_parquet(layout.books), users,
-                            load_phrasing().usersft_task)
+    rows = usersft_messages(pl.scan_parquet(layout.reviews), pl.scan_parquet(layout.books), personas,
+                            load_prompt("baseline_user_sft_training"))
     DatasetDict({"train": Dataset.from_polars(rows)}).save_to_disk(str(layout.usersft))
     return rows.height
 

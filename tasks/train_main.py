@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from gravity_core.evaluation.trained import train_configs
 from gravity_core.layout import GRAVITY, RunLayout
 from gravity_core.recipe import parse_recipe
 
@@ -21,12 +22,17 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="run directory with pairs/hf")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--method", default=GRAVITY, help="train/<method>/ folder to write (default: gravity)")
+    parser.add_argument("--method", default=GRAVITY,
+                        help="gravity (default) or a trained baseline (gravity_sft, user_sft, prefalign): its data, "
+                             "its settings, its train/<method>/ folder")
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     recipe = parse_recipe(args.recipe.read_text(), args.overrides, source=str(args.recipe))
     from tasks.training import train_adapter
-    summary = train_adapter(recipe.train, RunLayout.of(args.out), args.method, Path(recipe.llm.cache_dir),
+    configs = train_configs(recipe.train, recipe.evaluate.trained, recipe.evaluate.train_overrides)
+    if args.method not in configs:
+        parser.error(f"--method {args.method}: not gravity and not in the recipe's evaluate.trained {sorted(configs)}")
+    summary = train_adapter(configs[args.method], RunLayout.of(args.out), args.method, Path(recipe.llm.cache_dir),
                             resume=args.resume)
     print(json.dumps({k: v for k, v in summary.items() if k != "metrics"}, default=str))
 

@@ -14,15 +14,20 @@ from tasks.caching import code_aware
 from tasks.records_io import read_frame
 
 
-@task(name="training-data-fingerprint")
-def fingerprint(layout: RunLayout) -> dict:
-    """Content hash of the exported pairs (the training cache key) and the pairs per facet."""
-    facets = read_frame(layout.pairs, PreferencePair).group_by("facet").len().sort("facet")
-    digest = hashlib.sha256(layout.pairs.read_bytes())
-    if layout.usersft.exists():
-        for part in sorted(p for p in layout.usersft.rglob("*") if p.is_file()):
-            digest.update(part.read_bytes())
-    return {"sha": digest.hexdigest()[:16], "facets": dict(facets.iter_rows())}
+@task(task_run_name="training-data-{method}")
+def fingerprint(layout: RunLayout, method: str) -> dict:
+    """Content hash of the data `method` trains on (the training cache key) and, for GRAVITY's
+    pairs, the pairs per facet (for the model card)."""
+    data = layout.training_data(method)
+    digest = hashlib.sha256()
+    # what save_to_disk wrote; not the cache-*.arrow files that tokenizing (datasets.map) adds beside it
+    for part in sorted(p for p in data.rglob("*") if p.is_file() and not p.name.startswith("cache-")):
+        digest.update(part.relative_to(data).as_posix().encode())
+        digest.update(part.read_bytes())
+    facets = {}
+    if data == layout.pairs_hf:
+        facets = dict(read_frame(layout.pairs, PreferencePair).group_by("facet").len().sort("facet").iter_rows())
+    return {"sha": digest.hexdigest()[:16], "facets": facets}
 
 
 @task(task_run_name="train-{method}", cache_policy=code_aware("run_id", "resume"), persist_result=True)
@@ -47,7 +52,3 @@ def adapter_sha(summary: dict) -> str:
     for part in sorted(Path(summary["adapter"]).glob("adapter_*")):
         digest.update(part.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def train_rows(summary: dict) -> int:
-    return int(summary["metrics"]["train_rows"])

@@ -64,12 +64,12 @@ def lora_config(cfg: GravityDPOConfig) -> LoraConfig:
 
 
 def _splits(data_dir: Path, cfg: GravityDPOConfig) -> tuple[Dataset, Dataset | None]:
-    """Train/eval datasets: the exported pairs, or (UserSFT) the users' own reviews."""
+    """Train/eval datasets: preference pairs (prompt, chosen, rejected), or (UserSFT) chat examples."""
     data = load_from_disk(str(data_dir))
     if "messages" in data["train"].column_names:
         return data["train"].select_columns(["messages"]), None
     train = data["train"].select_columns(TRAIN_COLUMNS)
-    evaluation = data["eval"].select_columns(TRAIN_COLUMNS) if data["eval"].num_rows else None
+    evaluation = data["eval"].select_columns(TRAIN_COLUMNS) if "eval" in data and data["eval"].num_rows else None
     return train, evaluation
 
 
@@ -128,22 +128,19 @@ def _single_process_distributed_env() -> None:
         os.environ.setdefault(key, value)
 
 
-def training_data(layout, raw_cfg: dict) -> Path:
-    """The dataset a training config trains on: the preference pairs, or (UserSFT) the users' reviews."""
-    user_reviews = raw_cfg.get("method") == "sft" and raw_cfg.get("sft_data") == "user_reviews"
-    return layout.usersft if user_reviews else layout.pairs_hf
-
-
 def train_adapter(raw_cfg: dict, layout: RunLayout, method: str, cache_dir: Path, resume: bool = False,
                   callbacks: list | None = None, run_id: str = "", facets: dict[str, int] | None = None) -> dict:
-    """Train one LoRA adapter for `method` on its data (see `training_data`) into RUN_DIR/train/<method>;
+    """Train one LoRA adapter for `method` on its data (`RunLayout.training_data`) into RUN_DIR/train/<method>;
     save it with a model card. Returns a summary."""
     if raw_cfg.get("deepspeed"):
         _single_process_distributed_env()
     cfg = parse_train_config({**raw_cfg, "output_dir": str(layout.checkpoints(method))})
     started = time.time()
+    train, evaluation = _splits(layout.training_data(method), cfg)
+    if train.num_rows == 0:  # e.g. every PrefAlign pair was dropped: say so instead of crashing in TRL
+        return {"adapter": None, "metrics": {"train_rows": 0}, "seconds": 0.0, "steps": 0, "method": cfg.method,
+                "skipped": f"no training examples in {layout.relative(layout.training_data(method))}"}
     model, tokenizer = load_base(cfg, cache_dir)
-    train, evaluation = _splits(training_data(layout, raw_cfg), cfg)
     trainer = _quiet(_trainer(cfg, model, tokenizer, train, evaluation,
                               [MetricsFile(layout.train_metrics(method)), *(callbacks or [])]))
     checkpoint = resume_point(layout.checkpoints(method)) if resume else None
@@ -157,6 +154,6 @@ def train_adapter(raw_cfg: dict, layout: RunLayout, method: str, cache_dir: Path
                                                "weight_decay", "optim", "per_device_train_batch_size",
                                                "gradient_accumulation_steps", "num_train_epochs", "max_steps",
                                                "lora_r", "lora_alpha", "lora_dropout", "quantization", "seed")}
-        (adapter / "README.md").write_text(model_card(cfg.base_model, cfg.method, facets or {}, hyper, metrics, run_id))
+        (adapter / "README.md").write_text(model_card(cfg.base_model, cfg.method, facets or {}, hyper, metrics, run_id, method))
     return {"adapter": str(adapter), "metrics": metrics, "seconds": round(time.time() - started, 1),
             "steps": trainer.state.global_step, "method": cfg.method}

@@ -54,7 +54,8 @@ SIX_TO_EIGHT = {"baseline_base_rewrite", "baseline_demo_based", "baseline_user_s
 
 # Version 2 of these templates takes stranger-written text fenced (gravity_core.fences).
 FENCED = {"baseline_base_rewrite", "baseline_demo_based", "baseline_user_summary", "baseline_lamp",
-          "baseline_triagent_rewrite", "baseline_triagent_edit", "baseline_triagent_final"}
+          "baseline_triagent_rewrite", "baseline_triagent_edit", "baseline_triagent_final",
+          "baseline_prefalign_pairs", "baseline_user_sft_training"}
 
 
 def _sentinels(inputs: set[str]) -> dict:

@@ -132,12 +132,59 @@ def test_pool_drops_pairs_repeated_across_seeds():
 
 def test_usersft_examples_pair_descriptions_with_the_users_own_reviews():
     from gravity_core.training.usersft import usersft_messages
+    from tasks.resources import load_prompt
     reviews = pl.LazyFrame({"user_id": ["u1", "u2"], "parent_asin": ["b1", "b2"], "text": ["Loved it.", "Meh."]})
-    rows = usersft_messages(reviews, BOOKS, ["u1"], PHRASING.usersft_task)
+    persona = {"age": "senior", "gender": "female", "country": "Japan"}
+    rows = usersft_messages(reviews, BOOKS, {"u1": persona}, load_prompt("baseline_user_sft_training"))
     assert rows["user_id"].to_list() == ["u1"]
     [messages] = rows["messages"].to_list()
-    assert messages[0]["role"] == "user" and "D1" in messages[0]["content"] and "T1" in messages[0]["content"]
-    assert messages[1] == {"role": "assistant", "content": "Loved it."}
+    assert [m["role"] for m in messages] == ["system", "user", "assistant"]
+    user = messages[1]["content"]
+    assert user.startswith("You are a senior female from Japan. You recently read the book:")
+    assert "<<<BOOK TITLE>>>\nT1\n<<<END BOOK TITLE>>>" in user and "<<<BOOK DESCRIPTION>>>\nD1\n" in user
+    assert user.endswith("and this was your review:")
+    assert messages[2] == {"role": "assistant", "content": "Loved it."}
+
+
+def test_prefalign_books_are_the_reviewed_ones_topped_up_from_top_genres():
+    from gravity_core.evaluation.trained import prefalign_books
+    catalogue = BOOKS.collect().drop("average_rating")
+    reviewed = pl.DataFrame({"user_id": ["u1", "u2", "u2"], "parent_asin": ["b1", "b4", "b5"]})
+    interests = pl.DataFrame({"user_id": ["u1", "u2"], "genre": ["a", "c"]})
+    books = prefalign_books(reviewed, catalogue, interests, minimum=3, maximum=None, seed=0)
+    u1 = books.filter(pl.col("user_id") == "u1")
+    assert u1.filter(pl.col("source") == "reviewed")["parent_asin"].to_list() == ["b1"]
+    assert sorted(u1.filter(pl.col("source") == "top_genre")["parent_asin"]) == ["b2", "b3"]  # genre a, unreviewed
+    u2 = books.filter(pl.col("user_id") == "u2")
+    assert u2["source"].to_list() == ["reviewed", "reviewed"]  # no unreviewed book of genre c is left
+    capped = prefalign_books(reviewed, catalogue, interests, minimum=3, maximum=2, seed=0)
+    assert capped.group_by("user_id").len().sort("user_id")["len"].to_list() == [2, 2]
+    assert "b1" in capped.filter(pl.col("user_id") == "u1")["parent_asin"].to_list()  # reviewed books first
+
+
+def test_trained_baselines_take_the_papers_settings_then_the_recipes_overrides():
+    from gravity_core.evaluation.trained import train_configs
+    train = {"base_model": "m", "learning_rate": 5e-5, "max_steps": 8, "beta": 0.3}
+    configs = train_configs(train, ["user_sft", "prefalign"], {"prefalign": {"max_steps": 2}})
+    assert configs["gravity"] == train
+    assert configs["user_sft"] == {**train, "method": "sft", "learning_rate": 2e-4, "num_train_epochs": 5}
+    assert configs["prefalign"]["learning_rate"] == 2e-5 and configs["prefalign"]["max_steps"] == 2
+    assert "gravity_sft" not in configs
+    with pytest.raises(ValueError, match="gravity_sft"):
+        train_configs(train, ["user_sft"], {"gravity_sft": {"max_steps": 1}})
+
+
+def test_prefalign_rows_are_conversational_dpo_examples():
+    from gravity_core.training.usersft import prefalign_rows
+    from tasks.resources import load_prompt
+    rows = prefalign_rows([{"user_id": "u1", "parent_asin": "b1", "aligned": "Vivid.", "misaligned": "Dull."}],
+                          {"u1": {"age": "young", "gender": "male", "country": "Brazil"}},
+                          load_prompt("baseline_prefalign_training"))
+    row = rows.row(0, named=True)
+    assert row["prompt"][1]["content"] == ("You are a young male from Brazil. Which book description is more "
+                                           "engaging and interesting?")
+    assert row["chosen"] == [{"role": "assistant", "content": "Vivid."}]
+    assert row["rejected"] == [{"role": "assistant", "content": "Dull."}]
 
 
 def test_generation_targets_are_unreviewed_top_genre_books():

@@ -19,7 +19,7 @@ STAGES = ["ingest", "profiles", "scenarios", "pairs", "train", "targets", "gener
           "report"]
 FAKE = ["llm.default.backend=fake", "llm.default.fake_script=schema-fill", "llm.default.model=scripted"]
 SMALL = ["cohort.users_per_country=1", "banks.seed_limit=12", "train.max_steps=2", "train.max_length=128",
-         "train.heldout_eval_rows=4", "train.save_steps=10"]
+         "train.heldout_eval_rows=4", "train.save_steps=10", "evaluate.train_overrides={}"]
 
 
 def gravity(tmp_path: Path, *args: str, overrides: list[str] = ()) -> subprocess.CompletedProcess:
@@ -50,8 +50,15 @@ def test_the_main_job_on_the_sample_then_fully_cached(tmp_path):
     assert pl.read_parquet(run_dir / "generate" / "gravity" / "generations.parquet").height == 4
     assert (run_dir / "train" / "gravity" / "adapter" / "adapter_config.json").exists()
     assert pl.read_parquet(run_dir / "evaluate" / "targets.parquet").height == 4  # one shared target per user
-    for method in ("base_rewrite", "demo_based", "user_summary", "lamp", "triagent"):
+    for method in ("base_rewrite", "demo_based", "user_summary", "lamp", "triagent", "gravity_sft", "user_sft",
+                   "prefalign"):
         assert pl.read_parquet(run_dir / "generate" / method / "generations.parquet").height == 4
+    for method, kind in (("gravity_sft", "sft"), ("user_sft", "sft"), ("prefalign", "dpo")):
+        card = (run_dir / "train" / method / "adapter" / "README.md").read_text()
+        assert (run_dir / "train" / method / "adapter" / "adapter_config.json").exists() and kind.upper() in card
+    prefalign = pl.read_parquet(run_dir / "pairs" / "prefalign.parquet")
+    assert prefalign.height > 0 and prefalign["user_id"].n_unique() == 4
+    assert stages["train"]["rows"]["user_sft_steps"] == 2 and stages["pairs"]["rows"]["prefalign_pairs"] == prefalign.height
     verdicts = pl.read_parquet(run_dir / "evaluate" / "verdicts.parquet")
     assert verdicts.filter(pl.col("kind") == "ranking").height == 4 * 2  # sample recipe: 2 orderings
     assert "Table 2" in (run_dir / "report" / "report.html").read_text()

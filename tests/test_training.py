@@ -93,8 +93,7 @@ def test_sft_variant_on_user_reviews(tmp_path):
             for i in range(4)]
     DatasetDict({"train": Dataset.from_list(rows)}).save_to_disk(str(run.usersft))
     cfg = {k: v for k, v in BASE.items() if k != "beta"}
-    summary = train_adapter({**cfg, "method": "sft", "sft_data": "user_reviews", "learning_rate": 1e-4, "max_steps": 2},
-                            run, "usersft", CACHE)
+    summary = train_adapter({**cfg, "method": "sft", "learning_rate": 1e-4, "max_steps": 2}, run, "user_sft", CACHE)
     assert summary["method"] == "sft" and summary["steps"] == 2
     assert (Path(summary["adapter"]) / "adapter_model.safetensors").exists()
 

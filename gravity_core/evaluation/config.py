@@ -2,11 +2,12 @@
 baselines, the LLM judge and the report. Pure."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gravity_core.evaluation.reliability import JudgeThresholds
+from gravity_core.evaluation.trained import TRAINED_BASELINES, TrainedBaseline
 from gravity_core.llm_config import LLMConfig, StepOverride
 
 PromptBaseline = Literal["base_rewrite", "demo_based", "user_summary", "lamp", "triagent"]
@@ -21,6 +22,17 @@ class EvaluateConfig(BaseModel):
     min_book_rating: float = Field(4.0, ge=1, le=5, description="targets are at least this well rated")
     baselines: list[PromptBaseline] = Field(list(PROMPT_BASELINES),
                                             description="prompting baselines to generate (Table 12)")
+    trained: list[TrainedBaseline] = Field(list(TRAINED_BASELINES),
+                                           description="training-based methods beside GRAVITY, each its own adapter "
+                                           "(gravity_sft: paper 4.4; user_sft, prefalign: Table 12)")
+    train_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per trained method, `train:` keys that override the recipe's and the "
+        "paper's settings for it, e.g. {user_sft: {max_steps: 4}}")
+    prefalign_books: int = Field(100, ge=1, description="PrefAlign: books per user (the reviewed ones, topped up "
+                                 "from the top genres; paper: 100)")
+    prefalign_max_books: int | None = Field(None, ge=1, description="PrefAlign: cap on books per user (cost "
+                                            "control; null = every reviewed book, as in the paper)")
+    prefalign_max_tokens: int = Field(300, ge=16, description="PrefAlign: length cap of a generated description")
     baseline_max_tokens: int = Field(300, ge=16, description="length cap of a baseline description, in tokens")
     baseline_temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature of the baselines")
     edits_max_tokens: int = Field(200, ge=16, description="TriAgent: length cap of the suggested edits")

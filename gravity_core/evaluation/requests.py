@@ -42,11 +42,12 @@ def first_request(method: str, template: PromptTemplate, params: SamplingParams,
     Takes: user (persona: age/gender/country, user_summary), book (title, description, lamp_reviews).
     """
     description = fence(book["description"], "BOOK DESCRIPTION")
-    inputs = {"base_rewrite": {}, "triagent": {},
-              "demo_based": dict(user["persona"]),
-              "user_summary": {"user_summary": fence(user["user_summary"], "USER SUMMARY")},
-              "lamp": {"reviews": [fence(r, f"REVIEW {i}") for i, r in enumerate(book.get("lamp_reviews", []), 1)]},
-              }[method]
+    inputs = {"base_rewrite": lambda: {}, "triagent": lambda: {},
+              "demo_based": lambda: dict(user["persona"]),
+              "user_summary": lambda: {"user_summary": fence(user["user_summary"], "USER SUMMARY")},
+              "lamp": lambda: {"reviews": [fence(r, f"REVIEW {i}")
+                                           for i, r in enumerate(book.get("lamp_reviews", []), 1)]},
+              }[method]()  # only what this method's template takes (a persona-only user has no summary)
     return template.request(params, **inputs, **_book(book), description=description)
 
 

@@ -27,10 +27,12 @@ def sft_kwargs(dpo_config: Any, sft_fields: set[str]) -> dict[str, Any]:
 
 
 def model_card(base_model: str, method: str, facets: dict[str, int], hyper: dict[str, Any],
-               metrics: dict[str, Any], run_id: str) -> str:
-    """README.md for the adapter: base model, data by facet, hyperparameters, final metrics."""
-    lines = [f"# GRAVITY {method.upper()} adapter", "",
-             "LoRA adapter trained by GRAVITY (profile-grounded synthetic preferences, Dey et al.).", "",
+               metrics: dict[str, Any], run_id: str, name: str = "gravity") -> str:
+    """README.md for the adapter `name` (gravity or a trained baseline): base model, data by facet,
+    hyperparameters, final metrics."""
+    lines = [f"# {name} {method.upper()} adapter", "",
+             "LoRA adapter trained by GRAVITY (profile-grounded synthetic preferences, Dey et al.)"
+             + ("." if name == "gravity" else f"; the {name} baseline the paper compares with."), "",
              f"- base model: `{base_model}`", f"- method: {method}", f"- run: `{run_id}`", "",
              "## Training data (pairs per facet)", ""]
     lines += [f"- {facet}: {n}" for facet, n in sorted(facets.items())]

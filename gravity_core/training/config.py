@@ -25,8 +25,6 @@ class GravityDPOConfig(DPOConfig):
     lora_target_modules: str = dataclasses.field(default="all-linear", metadata={"help": "LoRA targets"})
     quantization: Literal["none", "4bit"] = dataclasses.field(default="none", metadata={"help": "4bit = QLoRA"})
     heldout_eval_rows: int = dataclasses.field(default=200, metadata={"help": "held-out pairs scored after training"})
-    sft_data: Literal["chosen", "user_reviews"] = dataclasses.field(
-        default="chosen", metadata={"help": "sft: chosen responses of the pairs, or the UserSFT baseline's own reviews"})
 
 
 def train_fields() -> list[str]:

@@ -56,13 +56,14 @@ def build_client(llm: LLMConfig, step: str, run_dir: Path | None, run_id: str,
                        ledger or Ledger(run_dir, run_id), quarantine)
 
 
-def generation_llm(llm: LLMConfig, adapter: str | None) -> LLMConfig:
-    """The recipe's model layer with the trained adapter set on the `generate` step (local backends;
-    an OpenAI-compatible server such as vLLM serves the adapter under its own model name instead)."""
+def generation_llm(llm: LLMConfig, adapter: str | None, step: str = "generate") -> LLMConfig:
+    """The recipe's model layer with a trained adapter set on a generation step (local backends;
+    an OpenAI-compatible server such as vLLM serves the adapter under its own model name instead).
+    A step other than `generate` (a trained baseline's) starts from the `generate` step's settings."""
     if adapter is None or llm.for_step("generate").backend != "local":
         return llm
     steps = dict(llm.steps)
-    current = steps.get("generate")
-    steps["generate"] = (current.model_copy(update={"adapter": adapter}) if current
-                         else StepOverride(adapter=adapter))
+    current = steps.get(step) or steps.get("generate")
+    steps[step] = (current.model_copy(update={"adapter": adapter}) if current
+                   else StepOverride(adapter=adapter))
     return llm.model_copy(update={"steps": steps})

@@ -98,3 +98,32 @@ def ablation_frame(table: AblationTable) -> pl.DataFrame:
     """Returns: ablation, parent, delta (percentage points), stars (Table 5)."""
     return pl.DataFrame([r.model_dump() for r in table.rows],
                         schema={"ablation": pl.String, "parent": pl.String, "delta": pl.Float64, "stars": pl.String})
+
+
+# Figure 3 prints no numbers; its claims give group levels. (fiction_group, relation, percent,
+# which claim says it); `genre_claims` checks each number against the YAML's claim text.
+FIGURE3_LEVELS = [("fiction", ">", 70.0, 0, "caption"), ("fiction", ">", 75.0, 1, "text"),
+                  ("nonfiction", "≈", 65.0, 0, "caption"), ("nonfiction", "≈", 65.0, 1, "text")]
+
+
+def genre_claims(claims: GenreClaims) -> pl.DataFrame:
+    """Figure 3's claimed preference-gain levels of GRAVITY per fiction group.
+
+    Returns: fiction_group, relation (">" | "≈"), value (percent), source ("caption" | "text").
+    Raises ValueError when a level is not in the claim it is read from (the YAML changed)."""
+    for group, _, value, index, _ in FIGURE3_LEVELS:
+        if index >= len(claims.claims) or f"{value:g}%" not in claims.claims[index]:
+            raise ValueError(f"Figure 3 level {value:g}% ({group}) is not in claim {index} of per_genre")
+    return pl.DataFrame([{"fiction_group": g, "relation": r, "value": v, "source": s}
+                         for g, r, v, _, s in FIGURE3_LEVELS],
+                        schema={"fiction_group": pl.String, "relation": pl.String, "value": pl.Float64,
+                                "source": pl.String})
+
+
+def sft_vs_dpo_frame(table: MetricTable) -> pl.DataFrame:
+    """Table 6's GRAVITY rows under our method names: gravity_sft, and gravity_dpo as `gravity`.
+
+    Returns: the columns of `metric_frame`, rows gravity_sft then gravity."""
+    frame = metric_frame(table).filter(pl.col("method").is_in(["gravity_sft", "gravity_dpo"]))
+    return frame.with_columns(pl.col("method").replace({"gravity_dpo": "gravity"})).sort(
+        pl.col("method") == "gravity")

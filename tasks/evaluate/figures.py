@@ -42,21 +42,78 @@ def table2_figure(intervals: pl.DataFrame, paper: pl.DataFrame) -> str:
     return _png(fig)
 
 
-def country_figure(by_country: pl.DataFrame) -> str:
-    """Preference gain per country and method (Figure 2). Takes: country, method, preference_gain."""
+def _axes(figsize):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt.subplots(figsize=figsize)
+
+
+def country_figure(by_country: pl.DataFrame, paper: pl.DataFrame) -> str:
+    """Preference gain per country and method (Figure 2): ours as bars, the paper's (Tables 14-17)
+    as hollow diamonds on the same bar. Takes: by_country (country, method, preference_gain: share),
+    paper (`country_frame`: country, method, preference_gain in percent)."""
     frame = by_country.filter(pl.col("preference_gain").is_not_null()).sort("country", "method")
     countries, methods = sorted(set(frame["country"])), sorted(set(frame["method"]))
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+    published = {(r["country"], r["method"]): r["preference_gain"] for r in paper.iter_rows(named=True)}
+    fig, ax = _axes((10, 3.6))
     width = 0.8 / max(len(methods), 1)
+    marks = []
     for j, method in enumerate(methods):
         rows = frame.filter(pl.col("method") == method).iter_rows(named=True)
         mine = {r["country"]: r["preference_gain"] for r in rows}
-        ax.bar([i + j * width for i in range(len(countries))], [100 * (mine.get(c) or 0) for c in countries],
-               width, label=method)
+        xs = [i + j * width for i in range(len(countries))]
+        ax.bar(xs, [100 * (mine.get(c) or 0) for c in countries], width, label=method)
+        marks += [(x, published[(c, method)]) for x, c in zip(xs, countries)
+                  if published.get((c, method)) is not None]
+    if marks:
+        ax.scatter(*zip(*marks), marker="D", s=14, facecolors="none", edgecolors="#222", zorder=3,
+                   label="paper (Tables 14-17)")
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(countries))], countries)
     ax.set_ylabel("Preference gain (%)")
-    ax.legend(fontsize=7, ncol=4)
+    ax.set_ylim(0, 120)  # room for the legend above the bars
+    ax.legend(fontsize=7, ncol=5, loc="upper center")
     return _png(fig)
+
+
+def genre_figure(by_genre: pl.DataFrame, by_group: pl.DataFrame | None, claims: pl.DataFrame,
+                 method: str) -> str:
+    """One method's preference gain per paper category, fiction then non-fiction (Figure 3): ours
+    as bars, our group mean dotted, the paper's claimed group levels dashed.
+
+    Takes: by_genre (paper_category_name, fiction_group, method, preference_gain: share; rows in the
+    paper's order), by_group (fiction_group, method, preference_gain) or None, claims
+    (`genre_claims`: fiction_group, relation, value in percent, source)."""
+    rows = by_genre.filter((pl.col("method") == method) & pl.col("preference_gain").is_not_null())
+    groups = list(dict.fromkeys(rows["fiction_group"]))
+    fig, ax = _axes((10, 3.8))
+    colors = {"fiction": "#4c72b0", "nonfiction": "#dd8452"}
+    x, ticks = 0, []
+    for group in groups:
+        part = rows.filter(pl.col("fiction_group") == group)
+        xs = list(range(x, x + part.height))
+        ax.bar(xs, [100 * v for v in part["preference_gain"]], color=colors.get(group, "#999"), label=group)
+        ticks += list(zip(xs, part["paper_category_name"]))
+        _group_lines(ax, xs, group, by_group, claims, method, first=x == 0)
+        x += part.height + 1
+    ax.set_xticks([t for t, _ in ticks], [n for _, n in ticks], rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel(f"Preference gain (%), {method}")
+    ax.set_ylim(0, 120)
+    ax.legend(fontsize=7, ncol=4, loc="upper center")
+    return _png(fig)
+
+
+def _group_lines(ax, xs: list[int], group: str, by_group, claims: pl.DataFrame, method: str, first: bool) -> None:
+    """Over one group's bars: our group mean (dotted) and the paper's claimed levels (dashed)."""
+    left, right = xs[0] - 0.4, xs[-1] + 0.4
+    if by_group is not None:
+        mean = by_group.filter((pl.col("fiction_group") == group) & (pl.col("method") == method))["preference_gain"]
+        if mean.len() and mean[0] is not None:
+            ax.hlines(100 * mean[0], left, right, colors="#222", linestyles=":",
+                      label="ours, group mean" if first else None)
+    levels = claims.filter(pl.col("fiction_group") == group).unique(["relation", "value"], maintain_order=True)
+    for i, r in enumerate(levels.iter_rows(named=True)):
+        ax.hlines(r["value"], left, right, colors="#c44e52", linestyles="--",
+                  label="paper's claimed level" if first and i == 0 else None)
+        ax.annotate(f"paper {r['relation']} {r['value']:g}%", (right, r["value"]), fontsize=7, color="#c44e52",
+                    ha="right", va="bottom")

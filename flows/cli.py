@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -160,6 +161,24 @@ def ledger(run_dir: Path = typer.Argument(..., help="a run directory")):
 
 
 @app.command()
+def estimate(recipe: str = RecipeOpt, set_: list[str] = SetOpt,
+             out: Optional[Path] = typer.Option(None, "--out", "-o", help="a run directory: use its ingest outputs "
+                                                "and, when it has a ledger, compare with it"),
+             steps: bool = typer.Option(False, "--steps", help="also show every kind of call (stage and prompt)")):
+    """Cost before spending: model calls, tokens and dollars per stage for the recipe's cohort (no model call)."""
+    from tasks.console import RunConsole
+    from tasks.environment import load_recipe, prepare_process
+    from tasks.estimate import estimate_run, print_estimate
+    from tasks.llm.ledger import read_ledger
+    with warnings.catch_warnings():  # library deprecation notices while the train section is checked
+        warnings.simplefilter("default" if VERBOSE["on"] else "ignore")
+        spec = load_recipe(recipe, set_)
+    prepare_process(spec)
+    print_estimate(estimate_run(spec, out), spec.run.name, RunConsole().console, read_ledger(out) if out else None,
+                   steps)
+
+
+@app.command()
 def agreement(run_dir: Path = typer.Argument(..., help="a run directory with profiles"),
               truth: str = typer.Option("package:sample/ground_truth.json", help="planted ground truth JSON")):
     """Agreement of the run's profiles with planted ground truth (stances, OCEAN, genres, inferred demographics)."""
@@ -189,6 +208,8 @@ def error_line(exc: BaseException) -> str:
 
 
 def main() -> None:
+    from tasks.environment import quiet_env
+    quiet_env()  # offline and quiet before any library reads its settings at import
     if "--verbose" in sys.argv[1:] or "-v" in sys.argv[1:]:
         VERBOSE["on"] = True
         sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:] if a not in ("--verbose", "-v")]

@@ -36,9 +36,10 @@ def _quiet_prefect_console() -> None:
         os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
 
 
-def run_pipeline(recipe: str, out: Path, overrides: list[str] | None, stages: list[str] | None, **params) -> dict:
-    """Validate the recipe (fast, before Prefect starts), then run the pipeline flow with the
-    live console; print the summary table and raise on failure."""
+def run_pipeline(recipe: str, out: Path, overrides: list[str] | None, stages: list[str] | None, *,
+                 ablate: bool = False, **params) -> dict:
+    """Validate the recipe (fast, before Prefect starts), then run the pipeline flow (or, with
+    `ablate`, the ablations flow) with the live console; print the summary table and raise on failure."""
     from tasks.environment import load_recipe, prepare_process
     prepare_process(load_recipe(recipe, overrides))
     _quiet_prefect_console()
@@ -52,6 +53,9 @@ def run_pipeline(recipe: str, out: Path, overrides: list[str] | None, stages: li
         view = RunConsole(stream)
         try:
             with view.live():
+                if ablate:
+                    from flows.ablate import gravity_ablate
+                    return gravity_ablate(recipe=recipe, overrides=overrides or [], out=str(out))
                 return gravity_pipeline(recipe=recipe, overrides=overrides or [], out=str(out), stages=stages,
                                         **params)
         finally:
@@ -158,6 +162,13 @@ def ledger(run_dir: Path = typer.Argument(..., help="a run directory")):
     console = RunConsole().console
     for title, table in totals(frame).items():
         console.print(frame_table(title, table))
+
+
+@app.command()
+def ablate(recipe: str = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
+    """Table 5: retrain without each preference-data subset (evaluate.ablations), judge against the
+    full model of the finished run in OUT, add the deltas to its report."""
+    run_pipeline(recipe, out, set_, None, ablate=True)
 
 
 @app.command()

@@ -189,6 +189,18 @@ class RunLayout:
     def similarity(self) -> Path:
         return self.evaluate_dir / "similarity.parquet"
 
+    # ablations (Table 5): one sub-run per ablation, one judge run over all of them
+    def ablation_dir(self, name: str) -> Path:
+        return self.root / "ablations" / name
+
+    @property
+    def ablation_judge_dir(self) -> Path:
+        return self.root / "ablations" / "_judge"
+
+    @property
+    def generate_root(self) -> Path:
+        return self.root / "generate"
+
     @property
     def report_dir(self) -> Path:
         return self.root / "report"

@@ -75,6 +75,20 @@ def test_the_main_job_on_the_sample_then_fully_cached(tmp_path):
     assert len((warm.stdout + warm.stderr).splitlines()) <= 40
     assert read_ledger(run_dir).height == calls
 
+    ablate = gravity(tmp_path, "ablate", "--out", str(run_dir),
+                     overrides=[*FAKE, *SMALL, "evaluate.ablations=[values_beliefs]"])
+    assert ablate.returncode == 0, ablate.stderr[-2000:]
+    sub = run_dir / "ablations" / "values_beliefs"
+    assert set(pl.read_parquet(sub / "pairs" / "pairs.parquet")["facet"]) == {"interest-category", "interest-summary",
+                                                                                "personality"}  # no value pairs
+    assert (sub / "train" / "gravity" / "adapter" / "adapter_config.json").exists()
+    assert not (sub / "train" / "user_sft").exists()  # an ablated run trains GRAVITY only
+    table5 = pl.read_parquet(run_dir / "report" / "ablations.parquet")
+    assert table5["ablation"].to_list() == ["values_beliefs"] and table5["n_users"].to_list() == [4]
+    judged = pl.read_parquet(run_dir / "ablations" / "_judge" / "evaluate" / "verdicts.parquet")
+    assert {"gravity", "ablate_values_beliefs", "original"} <= set(judged.explode("candidates")["candidates"])
+    assert "values_beliefs" in (run_dir / "report" / "report.md").read_text()
+
 
 def test_a_stage_over_its_failure_tolerance_stops_the_pipeline(tmp_path):
     run_dir = tmp_path / "run"

@@ -98,8 +98,8 @@ def test_table6_says_in_one_line_when_gravity_sft_was_not_run():
 def test_table5_shows_each_ablation_beside_the_paper():
     rows = {r[0]: r for r in _md_rows(render_markdown(_data(), PAPER, COST, "t"), "Table 5")}
     header_free = list(rows)
-    assert header_free[0] == "All (full model, gravity)" and header_free[-1] == "no_stance"  # ours-only row last
-    assert rows["All (full model, gravity)"][1:3] == ["87.50", "86.73"]
+    assert header_free[0] == "All (full model, gravity, judged beside the ablations)" and header_free[-1] == "no_stance"  # ours-only row last
+    assert rows["All (full model, gravity, judged beside the ablations)"][1:3] == ["87.50", "86.73"]
     # ablation, gain ours, gain paper, delta ours [CI], delta paper, p ours, sig ours, sig paper, users
     assert rows["user_interests"] == ["user_interests", "77.75", "–", "-9.75 [-15.00, -4.00]", "-10.34", "0.004",
                                       "**", "**", "8"]

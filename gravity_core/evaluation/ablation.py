@@ -2,8 +2,10 @@
 the full model's, per user, with a paired Wilcoxon signed-rank test."""
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
+from gravity_core.evaluation.config import ABLATIONS
 from gravity_core.evaluation.stats import compare_to_reference, significance_stars
 
 
@@ -24,3 +26,41 @@ def ablation_deltas(per_user: pl.DataFrame, full: str = "gravity",
         (-pl.col("mean_diff")).alias("delta"), "statistic", "p_value", "p_holm",
         pl.col("p_value").map_elements(significance_stars, return_dtype=pl.String).alias("stars"),
         pl.col("p_holm").map_elements(significance_stars, return_dtype=pl.String).alias("stars_holm"))
+
+
+PREFIX = "ablate_"
+
+
+def ablation_overrides(name: str) -> list[str]:
+    """Recipe overrides of one ablated run: its subset left out of the pairs, GRAVITY alone trained."""
+    if name not in ABLATIONS:
+        raise ValueError(f"unknown ablation {name!r}; use one of {sorted(ABLATIONS)}")
+    switch = ABLATIONS[name]
+    return [f"pairs.drop_facets=[{', '.join(switch.get('drop_facets', []))}]",
+            f"pairs.drop_traits=[{', '.join(switch.get('drop_traits', []))}]", "evaluate.trained=[]"]
+
+
+def ablation_table(per_user: pl.DataFrame, names: list[str], full: str = "gravity", n_boot: int = 1000,
+                   seed: int = 0, level: float = 0.95) -> pl.DataFrame:
+    """Table 5 as the report reads it: per ablation its preference gain, the change from the full
+    model (ablated - full, a share) with a percentile bootstrap interval over users, and the paired
+    Wilcoxon p-value.
+
+    Takes: per_user (user_id, method, value) with methods `full` and PREFIX + each name.
+    Returns: ablation, pref_gain, delta, ci_low, ci_high, p_value, n_users."""
+    deltas = ablation_deltas(per_user, full, [PREFIX + n for n in names])
+    rng = np.random.default_rng(seed)
+    rows = []
+    for row in deltas.iter_rows(named=True):
+        ref = per_user.filter(pl.col("method") == full).select("user_id", pl.col("value").alias("full"))
+        other = per_user.filter(pl.col("method") == row["ablation"]).select("user_id", "value")
+        diff = ref.join(other, on="user_id").select(pl.col("value") - pl.col("full"))[:, 0].to_numpy()
+        boot = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
+        tail = (1 - level) / 2
+        rows.append({"ablation": row["ablation"].removeprefix(PREFIX), "pref_gain": row["ablated_mean"],
+                     "delta": row["delta"], "ci_low": float(np.quantile(boot, tail)),
+                     "ci_high": float(np.quantile(boot, 1 - tail)), "p_value": row["p_value"],
+                     "n_users": row["n_users"]})
+    return pl.DataFrame(rows, schema={"ablation": pl.String, "pref_gain": pl.Float64, "delta": pl.Float64,
+                                      "ci_low": pl.Float64, "ci_high": pl.Float64, "p_value": pl.Float64,
+                                      "n_users": pl.Int64})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gravity_core.evaluation.reliability import JudgeThresholds
 from gravity_core.evaluation.trained import TRAINED_BASELINES, TrainedBaseline
@@ -12,6 +12,17 @@ from gravity_core.llm_config import LLMConfig, StepOverride
 
 PromptBaseline = Literal["base_rewrite", "demo_based", "user_summary", "lamp", "triagent"]
 PROMPT_BASELINES: tuple[str, ...] = ("base_rewrite", "demo_based", "user_summary", "lamp", "triagent")
+
+# Table 5's rows: which preference-data subset each ablation removes before retraining.
+ABLATIONS: dict[str, dict[str, list[str]]] = {
+    "user_interests": {"drop_facets": ["interest-category", "interest-summary"]},
+    "category": {"drop_facets": ["interest-category"]},
+    "summary": {"drop_facets": ["interest-summary"]},
+    "values_beliefs": {"drop_facets": ["value"]},
+    "personality": {"drop_facets": ["personality"]},
+    **{trait: {"drop_traits": [trait]}
+       for trait in ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")},
+}
 
 
 class EvaluateConfig(BaseModel):
@@ -28,6 +39,8 @@ class EvaluateConfig(BaseModel):
     train_overrides: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per trained method, `train:` keys that override the recipe's and the "
         "paper's settings for it, e.g. {user_sft: {max_steps: 4}}")
+    ablations: list[str] = Field(list(ABLATIONS), description="gravity ablate: the Table 5 rows to retrain "
+                                 "without (" + ", ".join(ABLATIONS) + ")")
     prefalign_books: int = Field(100, ge=1, description="PrefAlign: books per user (the reviewed ones, topped up "
                                  "from the top genres; paper: 100)")
     prefalign_max_books: int | None = Field(None, ge=1, description="PrefAlign: cap on books per user (cost "
@@ -47,6 +60,14 @@ class EvaluateConfig(BaseModel):
     n_boot: int = Field(1000, ge=1, description="bootstrap replicates (users resampled) for the 95% intervals")
     reference: str = Field("gravity", description="method compared with every other one (Wilcoxon + Holm)")
     thresholds: JudgeThresholds = Field(JudgeThresholds(), description="when the judge is flagged unreliable")
+
+    @field_validator("ablations")
+    @classmethod
+    def _known_ablations(cls, names: list[str]) -> list[str]:
+        unknown = sorted(set(names) - set(ABLATIONS))
+        if unknown:
+            raise ValueError(f"unknown ablation(s) {unknown}; use any of {list(ABLATIONS)}")
+        return names
 
 
 def baselines_llm(llm: LLMConfig) -> LLMConfig:

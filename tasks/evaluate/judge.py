@@ -28,9 +28,9 @@ SIMILARITY_SCHEMA = {"user_id": pl.String, "parent_asin": pl.String, "method": p
 
 def all_generations(layout: RunLayout) -> pl.DataFrame:
     """Every method's generations of this run (RUN_DIR/generate/*/generations.parquet), schema checked."""
-    files = sorted((layout.root / "generate").glob("*/generations.parquet"))
+    files = sorted(layout.generate_root.glob(f"*/{layout.generations().name}"))
     if not files:
-        raise FileNotFoundError(f"no generations under {layout.root / 'generate'}: run generate and baselines first")
+        raise FileNotFoundError(f"no generations under {layout.generate_root}: run generate and baselines first")
     return pl.concat([read_frame(f, Generation) for f in files])
 
 

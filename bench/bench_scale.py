@@ -193,6 +193,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=400)
     parser.add_argument("--rate", type=float, default=100.0, help="llm.default.limits.requests_per_second")
     parser.add_argument("--concurrency", type=int, default=8, help="llm.default.limits.max_concurrency")
+    parser.add_argument("--users-per-task", type=int, default=25,
+                        help="run.users_per_task: users profiled per task run (1 = a task run per user and facet)")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temp dir)")
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="gravity-scale-"))
@@ -211,7 +213,8 @@ def main() -> None:
                  "llm.default.backend=openai", f"llm.default.base_url={endpoint.url}", "llm.default.model=bench",
                  f"llm.default.limits.requests_per_second={args.rate}",
                  f"llm.default.limits.max_concurrency={args.concurrency}",
-                 f"llm.cache_dir={work / 'cache'}", f"scenarios.pool_dir={work / 'pool'}"]
+                 f"llm.cache_dir={work / 'cache'}", f"scenarios.pool_dir={work / 'pool'}",
+                 f"run.users_per_task={args.users_per_task}"]
     from flows.pipeline import gravity_pipeline
     run_dir = work / "run"
     started = time.monotonic()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, unmapped
 
 from gravity_core.recipe import Recipe
-from tasks.evaluate.prefalign import prefalign_for_user, prefalign_users, write_prefalign
+from tasks.evaluate.prefalign import prefalign_batches, prefalign_for_users, prefalign_users, write_prefalign
 from tasks.fanout import settle
 from tasks.pairs import build_and_export, catalogue_genres, distinct_genres, personality_items
 from tasks.profile_io import load_seeds
@@ -25,9 +25,10 @@ def pairs_flow(recipe: Recipe, ctx: RunContext) -> StageResult:
     extra, failures, clients = {}, {}, []
     if "prefalign" in recipe.evaluate.trained:
         users = prefalign_users(layout, recipe.evaluate, recipe.run.seed)
+        batches = prefalign_batches(users, recipe.run.users_per_task)
         client = client_for(recipe.llm, "prefalign", ctx)
-        made, failures = settle([f"prefalign:{u['user_id']}" for u in users],
-                                prefalign_for_user.map(users, unmapped(recipe.evaluate), unmapped(client)))
+        made, failures = settle([f"prefalign:{b['label']}" for b in batches],
+                                prefalign_for_users.map(batches, unmapped(recipe.evaluate), unmapped(client)))
         extra = write_prefalign(made, users, layout)
         rows["prefalign_pairs"], clients = extra["prefalign_pairs"], [client]
         artifacts |= {"prefalign": layout.prefalign_pairs, "prefalign_hf": layout.prefalign_hf}

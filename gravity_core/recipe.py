@@ -32,6 +32,9 @@ class RunConfig(BaseModel):
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (null = all cores)")
     max_failed_fraction: float = Field(0.0, ge=0, le=1, description="share of failed items (users, seeds) a stage "
                                        "may have and still count as completed; failures are always recorded")
+    users_per_task: int = Field(1, ge=1, le=500, description="users per task run in the profiles stage and PrefAlign's "
+                                "data: 1 shows each user (and facet) as its own task run; cohorts of thousands batch "
+                                "them so that Prefect's per-task-run cost stays small (the model calls are the same)")
 
 
 class DataConfig(BaseModel):

@@ -51,3 +51,43 @@ def survivors(users: list, results: dict[str, Any]) -> tuple[list, list[str], li
     kept = [u for u in users if u.user_id in results]
     ids = [u.user_id for u in kept]
     return kept, ids, [results[i] for i in ids]
+
+
+def settle_batches(batch_keys: list[list[str]], futures: list, stage: str | None = None
+                   ) -> tuple[dict[str, dict], dict[str, str]]:
+    """`settle_all` for batched task runs (each returns {"facets": {facet: {key: value}},
+    "failures": {key: reason}}), given each batch's keys: the same ({facet: results by key},
+    failure reason by key). A batch that fails as a whole fails each of its keys with its reason."""
+    keys = [k for batch in batch_keys for k in batch]
+    BOARD.expect(stage, len(keys))
+    members = {id(f): batch for f, batch in zip(futures, batch_keys)}
+    results: dict[str, dict] = {}
+    failures: dict[str, str] = {}
+    for future in as_completed(futures):
+        future.wait()
+        if future.state.is_completed():
+            done = future.result()
+            for facet, values in done["facets"].items():
+                results.setdefault(facet, {}).update(values)
+            failures.update(done["failures"])
+        else:
+            failures.update(dict.fromkeys(members[id(future)], _reason(future.state)))
+        for key in members[id(future)]:
+            BOARD.advance(stage, key, failures.get(key))
+    return ({facet: {k: v[k] for k in keys if k in v} for facet, v in results.items()},
+            {k: failures[k] for k in keys if k in failures})
+
+
+def batched(items: list, ids: list[str], size: int) -> list[dict]:
+    """Consecutive batches of `size` items for one task run each: {"label" (for the task run
+    name: the first id, and how many more), "ids", "items"}."""
+    out = []
+    for i in range(0, len(items), size):
+        chunk = ids[i:i + size]
+        out.append({"label": chunk[0] if len(chunk) == 1 else f"{chunk[0]}+{len(chunk) - 1}", "ids": chunk,
+                    "items": items[i:i + size]})
+    return out
+
+
+def batch_ids(batches: list[dict]) -> list[list[str]]:
+    return [b["ids"] for b in batches]

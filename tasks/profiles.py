@@ -1,4 +1,5 @@
-"""Prefect tasks of the profile stage: one task run per user per facet (GRAVITY 3.2).
+"""Prefect tasks of the profile stage: one task run per user per facet (GRAVITY 3.2), or one
+task run per batch of users (`run.users_per_task`) for cohorts of thousands.
 
 Each task renders a bundled prompt, calls the injected `ModelClient` and parses with the
 pure functions of `gravity_core.profile`. Cache keys cover the inputs, the client's identity
@@ -139,3 +140,32 @@ def summarize_user(user: UserInput, demo: Demographics, cfg: ProfilesConfig, cli
                                  stage="profiles.user_summary", user_id=user.user_id)
     finally:
         client.ledger.flush()
+
+
+FACETS = ("interests", "values", "personality", "summary")
+
+
+@task(task_run_name="profiles-{batch[label]}", **LLM_TASK)
+def profile_batch(batch: dict, seeds: list[SeedStatement], cfg: ProfilesConfig, countries: list[str],
+                  client: ModelClient) -> dict:
+    """Every facet of a batch of users in one task run (the same work as the per-facet tasks). A
+    user whose facet fails is reported with the reason, never failing the batch.
+    Returns: {"facets": {facet: {user_id: value}}, "failures": {user_id: reason}}."""
+    out: dict = {"facets": {f: {} for f in ("demographics", *FACETS)}, "failures": {}}
+    for user in batch["items"]:
+        facet = "demographics"
+        try:
+            demo = infer_demographics.fn(user, cfg, countries, client)
+            values = {"demographics": demo}
+            for facet, run in (("interests", lambda: infer_interests.fn(user, cfg)),
+                               ("values", lambda: infer_values.fn(user, demo, seeds, cfg, client)),
+                               ("personality", lambda: infer_personality.fn(user, demo, cfg, client)),
+                               ("summary", lambda: summarize_user.fn(user, demo, cfg, client))):
+                values[facet] = run()
+        except Exception as exc:  # noqa: BLE001 - one user's failure is that user's row, not the batch's
+            out["failures"][user.user_id] = (f"{facet}: " if facet != "demographics" else "") + \
+                f"{type(exc).__name__}: {exc}"[:500]
+            continue
+        for name, value in values.items():
+            out["facets"][name][user.user_id] = value
+    return out

@@ -116,3 +116,31 @@ def test_one_failing_user_is_isolated_and_reported(prefect_harness, tmp_path):
     # u2: its demographics call (the failed item); u0, u1, u3: 2 value batches + value summary +
     # personality + user summary each; u1 alone also had an age to infer.
     assert manifest["notes"]["structured_items"] == 1 + 3 * 5 + 1
+
+
+def test_batched_profiles_equal_the_per_user_ones_in_fewer_task_runs(prefect_harness, tmp_path):
+    """`run.users_per_task` (large cohorts): the same profiles and stances from one task run per
+    batch of users; failures are still per user."""
+    from flows.profiles import profiles_flow
+    one, batched = tmp_path / "one", tmp_path / "batched"
+    write_ingest(one)
+    write_ingest(batched)
+    assert profiles_flow(recipe(tmp_path, seeds=10, k=5), ctx(one), return_state=True).is_completed()
+    rec = recipe(tmp_path, seeds=10, k=5, extra="cohort: {min_reviews: 1}").model_copy(deep=True)
+    rec.run.users_per_task = 3
+    state = profiles_flow(rec, ctx(batched), return_state=True)
+    assert state.is_completed(), state.message
+    for name in ("profiles.parquet", "stances.parquet"):
+        a, b = (pl.read_parquet(d / "profiles" / name) for d in (one, batched))
+        assert a.drop("profile_version", strict=False).equals(b.drop("profile_version", strict=False))
+    manifest = json.loads((batched / "manifest.json").read_text())["stages"]["profiles"]
+    assert manifest["notes"]["users_per_task"] == 3 and manifest["rows"]["profiles"] == 4
+
+    failing = tmp_path / "failing"
+    write_ingest(failing, marked="u2")
+    rec = recipe(tmp_path, script="fail-marked-user", seeds=10, k=5)
+    rec.run.users_per_task = 2
+    state = profiles_flow(rec, ctx(failing), return_state=True)
+    assert state.is_failed() and "1 of 4" in state.message
+    assert pl.read_parquet(failing / "profiles" / "profiles.parquet")["user_id"].to_list() == ["u0", "u1", "u3"]
+    assert pl.read_parquet(failing / "profiles" / "failures.parquet")["user_id"].to_list() == ["u2"]

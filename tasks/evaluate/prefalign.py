@@ -16,6 +16,7 @@ from gravity_core.llm import SamplingParams
 from gravity_core.profile.assemble import interests_frame
 from gravity_core.training.usersft import prefalign_rows
 from tasks.caching import LLM_TASK
+from tasks.fanout import batched
 from tasks.llm.client import ModelClient
 from tasks.records_io import read_profiles
 from tasks.resources import load_prompt
@@ -37,11 +38,21 @@ def prefalign_users(layout: RunLayout, cfg: EvaluateConfig, seed: int) -> list[d
              "books": by_user.get(p.user_id, [])} for p in profiles]
 
 
-@task(task_run_name="prefalign-{user[user_id]}", **LLM_TASK)
-def prefalign_for_user(user: dict, cfg: EvaluateConfig, client: ModelClient) -> list[dict]:
-    """Both descriptions of every book of one user, one batch through the model layer. A pair
-    whose sides are unusable (too short) or identical teaches DPO nothing: it is returned with
-    its reason instead of texts, so the stage can count it."""
+def prefalign_batches(users: list[dict], size: int) -> list[dict]:
+    """The users in batches of `run.users_per_task` (one task run each)."""
+    return batched(users, [u["user_id"] for u in users], size)
+
+
+@task(task_run_name="prefalign-{batch[label]}", **LLM_TASK)
+def prefalign_for_users(batch: dict, cfg: EvaluateConfig, client: ModelClient) -> dict[str, list[dict]]:
+    """Both descriptions of every book of a batch of users (`run.users_per_task`; usually one),
+    one batch of calls per user through the model layer. A pair whose sides are unusable (too
+    short) or identical teaches DPO nothing: it is returned with its reason instead of texts, so
+    the stage can count it. Returns: {user_id: rows}."""
+    return {user["user_id"]: _prefalign_user(user, cfg, client) for user in batch["items"]}
+
+
+def _prefalign_user(user: dict, cfg: EvaluateConfig, client: ModelClient) -> list[dict]:
     template = load_prompt(PAIRS_PROMPT)
     params = SamplingParams(max_tokens=cfg.prefalign_max_tokens, temperature=cfg.baseline_temperature)
     jobs = [(b, aligned) for b in user["books"] for aligned in (True, False)]
@@ -73,7 +84,7 @@ def write_prefalign(rows: dict[str, list[dict]], users: list[dict], layout: RunL
     """RUN_DIR/pairs/prefalign.parquet and the TRL-ready HF dataset RUN_DIR/pairs/prefalign/."""
     from datasets import Dataset, DatasetDict
     personas = {u["user_id"]: u["persona"] for u in users}
-    made = [p for user_rows in rows.values() for p in user_rows]
+    made = [p for batch in rows.values() for user_rows in batch.values() for p in user_rows]
     kept = [p for p in made if "dropped" not in p]
     frame = prefalign_rows(kept, personas, load_prompt(TRAINING_PROMPT))
     write_parquet_atomic(frame, layout.prefalign_pairs)

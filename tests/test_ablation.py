@@ -56,3 +56,12 @@ def test_the_interval_covers_the_true_drop_on_simulated_users():
                              ["personality"], n_boot=300, seed=trial).row(0, named=True)
         covered += row["ci_low"] <= -0.05 <= row["ci_high"]
     assert covered >= 34  # nominal 95%: 38 of 40 expected
+
+
+def test_an_ablation_of_the_sample_recipe_validates_and_trains_gravity_only():
+    """The sample recipe sets train_overrides for the trained baselines; an ablated run, which
+    trains none of them, must still validate (a `gravity ablate` on the sample's run)."""
+    from gravity_core.evaluation.trained import train_configs
+    from tasks.environment import load_recipe
+    recipe = load_recipe("sample", ablation_overrides("personality"))
+    assert set(train_configs(recipe.train, recipe.evaluate.trained, recipe.evaluate.train_overrides)) == {"gravity"}

@@ -24,11 +24,7 @@ from safetensors.torch import load_file
 
 from tasks.llm.ledger import read_ledger
 
-# Written in the session of 2026-12-02 and not yet seen passing end to end (issue 12 item 2): the
-# profiles kill ran to completion with one wrong assertion (since fixed), the training kill never
-# reached its kill under that day's load. Skipped, saying so, until a session has run them green.
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skip(reason="kill -9 recovery tests not yet verified end to end (issue 12); see module note")]
+pytestmark = pytest.mark.slow
 FAKE = ["llm.default.backend=fake", "llm.default.fake_script=schema-fill", "llm.default.model=scripted"]
 SMALL = ["cohort.users_per_country=2", "banks.seed_limit=8", "profiles.values_batch_size=8"]
 TRAIN = ["train.max_steps=4", "train.save_steps=1", "train.per_device_train_batch_size=2",

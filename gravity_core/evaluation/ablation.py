@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 
 from gravity_core.evaluation.config import ABLATIONS
-from gravity_core.evaluation.stats import compare_to_reference, significance_stars
+from gravity_core.evaluation.stats import compare_to_reference, paired_values, significance_stars
 
 
 def ablation_deltas(per_user: pl.DataFrame, full: str = "gravity",
@@ -52,9 +52,8 @@ def ablation_table(per_user: pl.DataFrame, names: list[str], full: str = "gravit
     rng = np.random.default_rng(seed)
     rows = []
     for row in deltas.iter_rows(named=True):
-        ref = per_user.filter(pl.col("method") == full).select("user_id", pl.col("value").alias("full"))
-        other = per_user.filter(pl.col("method") == row["ablation"]).select("user_id", "value")
-        diff = ref.join(other, on="user_id").select(pl.col("value") - pl.col("full"))[:, 0].to_numpy()
+        paired = paired_values(per_user, full, row["ablation"])  # the users ablation_deltas tested
+        diff = (paired["other"] - paired["ref"]).to_numpy()
         boot = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)
         tail = (1 - level) / 2
         rows.append({"ablation": row["ablation"].removeprefix(PREFIX), "pref_gain": row["ablated_mean"],

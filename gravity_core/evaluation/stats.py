@@ -68,7 +68,8 @@ def per_user_mean(values: pl.DataFrame, column: str) -> pl.DataFrame:
     return _per_user(values, column)
 
 
-def _paired(per_user: pl.DataFrame, reference: str, method: str) -> pl.DataFrame:
+def paired_values(per_user: pl.DataFrame, reference: str, method: str) -> pl.DataFrame:
+    """The users with a value for both methods: user_id, ref, other (sorted by user)."""
     ref = per_user.filter(pl.col("method") == reference).select("user_id", pl.col("value").alias("ref"))
     other = per_user.filter(pl.col("method") == method).select("user_id", pl.col("value").alias("other"))
     return ref.join(other, on="user_id").sort("user_id")
@@ -85,7 +86,7 @@ def compare_to_reference(per_user: pl.DataFrame, reference: str = "gravity",
     methods = methods or sorted(set(per_user["method"]) - {reference})
     rows = []
     for method in methods:
-        paired = _paired(per_user, reference, method)
+        paired = paired_values(per_user, reference, method)
         if paired.height == 0:
             raise ValueError(f"no user has values for both {reference!r} and {method!r}")
         statistic, p_value = paired_wilcoxon(paired["ref"], paired["other"], alternative)

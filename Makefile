@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(VENV)/bin/gravity run --recipe $(RECIPE) --out $(OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra -n 2 --dist worksteal
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

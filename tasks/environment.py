@@ -22,6 +22,9 @@ QUIET_ENV = {
     # A temporary Prefect server starts in about 20 s on a cold, busy 2-core machine; Prefect waits 20 s.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
+# Loggers that warn at import about optional speed-ups a CPU user cannot act on (bitsandbytes on
+# an AVX512-BF16 CPU: "Failed to load CPU gemm_4bit_forward ... pip install kernels").
+IMPORT_NOISE = ("bitsandbytes",)
 
 
 def recipe_path(recipe: str) -> Path:
@@ -103,15 +106,29 @@ def quiet_env() -> None:
     is there). Before anything imports huggingface_hub: it reads these once, at import."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+    for name in IMPORT_NOISE:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def torch_threads(configured: int | None) -> int | None:
+    """The torch thread count to use: GRAVITY_TORCH_THREADS wins over the recipe (several workers
+    or test processes on one machine: give each cores / processes, since oversubscribed threads
+    collapse CPU throughput); else the recipe's value; None = torch's default (all cores)."""
+    override = os.environ.get("GRAVITY_TORCH_THREADS", "").strip()
+    if override:
+        if not override.isdigit() or int(override) < 1:
+            raise ValueError(f"GRAVITY_TORCH_THREADS must be a whole number >= 1, not {override!r}")
+        return int(override)
+    return configured
 
 
 def prepare_process(recipe: Recipe) -> None:
     """Offline, quiet libraries and a deliberate torch thread count, in this process."""
     quiet_env()
     logging.captureWarnings(True)
-    if recipe.run.torch_threads:
+    if threads := torch_threads(recipe.run.torch_threads):
         import torch
-        torch.set_num_threads(recipe.run.torch_threads)
+        torch.set_num_threads(threads)
 
 
 def results_settings(recipe: Recipe) -> dict:

@@ -16,10 +16,12 @@ import tempfile
 import threading
 import time
 import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import apt_install
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,6 +212,8 @@ def _final_state(api: str, run_id: str, timeout: float, log: Path) -> dict:
 def test_deploy_worker_backfill_and_the_ui(stack, tmp_path):
     env, procs = stack
     api, started = env["PREFECT_API_URL"], time.monotonic()
+    # Chromium's packages (a fresh CI machine has none) install while the backfill runs.
+    chromium_install = ThreadPoolExecutor(max_workers=1).submit(_ensure_chromium)
     hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     try:
@@ -232,7 +236,7 @@ def test_deploy_worker_backfill_and_the_ui(stack, tmp_path):
         assert stages["ingest"]["rows"]["cohort_users"] == 2
         assert (run_dir / "generate" / "gravity" / "generations.parquet").stat().st_size > 0
 
-        shot = _check_ui(api, run, tmp_path)
+        shot = _check_ui(api, run, tmp_path, chromium_install)
         print(f"\nscreenshots: {shot}")
         _check_failure_webhook(env, api, worker_log)
     finally:
@@ -256,17 +260,21 @@ def _profiles_subflow(api: str, run_id: str) -> dict:
     return next(c for c in children if flows[c["flow_id"]] == "gravity-profiles")
 
 
-def _browser():
+def _ensure_chromium() -> tuple[str | None, str | None, str]:
+    """(chromium, chromedriver, why not) with Debian's packages installed if missing."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium and driver:
+        return chromium, driver, ""
+    install = apt_install("chromium", "chromium-driver")
+    return shutil.which("chromium"), shutil.which("chromedriver"), (install.stderr or install.stdout).strip()[-300:]
+
+
+def _browser(chromium_install: Future):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    chromium, driver, why = chromium_install.result(timeout=900)
     if not (chromium and driver):
-        install = subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "
-                                 "chromium chromium-driver", shell=True, capture_output=True, text=True, timeout=600)
-        chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-        if not (chromium and driver):
-            pytest.skip(f"no headless Chromium: apt-get install chromium chromium-driver failed: "
-                        f"{(install.stderr or install.stdout).strip()[-300:]}")
+        pytest.skip(f"no headless Chromium: apt-get install chromium chromium-driver failed: {why}")
     options = webdriver.ChromeOptions()
     for flag in [*CHROME_FLAGS, f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"]:
         options.add_argument(flag)
@@ -289,13 +297,13 @@ def _page_shows(browser, url: str, texts: list[str], shot: Path, timeout: float 
     assert not missing, f"{url} never showed {missing}; it shows: {body[:1500]} (screenshot {shot})"
 
 
-def _check_ui(api: str, run: dict, tmp_path: Path) -> Path:
+def _check_ui(api: str, run: dict, tmp_path: Path, chromium_install: Future) -> Path:
     """The pipeline run's page names the run; its profiles stage lists the per-user task runs."""
     ui = api.removesuffix("/api")
     profiles = _profiles_subflow(api, run["id"])
     shots = tmp_path / "screenshots"
     shots.mkdir()
-    browser = _browser()
+    browser = _browser(chromium_install)
     try:
         _page_shows(browser, f"{ui}/runs/flow-run/{run['id']}", [run["name"], "gravity-pipeline"],
                     shots / "pipeline-run.png")

@@ -31,6 +31,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import apt_install
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILES = [ROOT / "docker" / "Dockerfile.cpu", ROOT / "docker" / "Dockerfile.gpu"]
@@ -91,12 +92,9 @@ def _ensure_tools() -> dict[str, str]:
         if not shutil.which("apt-get"):
             pytest.skip(f"{', '.join(need)} missing and no apt-get to install docker.io/debootstrap")
         _log(f"installing docker.io debootstrap ({', '.join(need)} missing)")
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        for cmd in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "docker.io", "debootstrap"]):
-            result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-            if result.returncode != 0:
-                pytest.skip(f"could not install docker.io/debootstrap ({' '.join(cmd)}): {result.stderr[-500:]}")
+        result = apt_install("docker.io", "debootstrap")
+        if result.returncode != 0:
+            pytest.skip(f"could not install docker.io/debootstrap ({' '.join(result.args)}): {result.stderr[-500:]}")
     tools = {name: shutil.which(name, path=_SBIN_PATH) for name in ("dockerd", "debootstrap", "chroot")}
     # Debian's client matches its daemon; the preinstalled 28.x client (no buildx) also works with
     # the legacy builder.

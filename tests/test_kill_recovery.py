@@ -82,7 +82,7 @@ class SlowEndpoint:
 def _command(tmp_path: Path, args: list[str], overrides: list[str]) -> tuple[list[str], dict]:
     sets = [f"llm.cache_dir={tmp_path / 'cache'}", f"scenarios.pool_dir={tmp_path / 'pool'}", *overrides]
     cmd = [sys.executable, "-c", "from flows.cli import main; main()", *args, *[a for s in sets for a in ("--set", s)]]
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "COLUMNS": "160", "OPENAI_API_KEY": "test-key",
+    env = {**os.environ, "COLUMNS": "160", "OPENAI_API_KEY": "test-key",
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     return cmd, env
 

@@ -27,7 +27,7 @@ def gravity(tmp_path: Path, *args: str, overrides: list[str] = ()) -> subprocess
     sets = [f"llm.cache_dir={tmp_path / 'cache'}", f"scenarios.pool_dir={tmp_path / 'pool'}", *overrides]
     cmd = [sys.executable, "-c", "from flows.cli import main; main()", *args,
            *[a for s in sets for a in ("--set", s)]]
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "COLUMNS": "160"}
+    env = {**os.environ, "COLUMNS": "160"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
 
 

@@ -26,6 +26,15 @@ def _fail_marked_user(request):
 register_script("fail-marked-user", _fail_marked_user)
 
 
+@pytest.fixture(autouse=True)
+def own_task_cache(prefect_harness, tmp_path):
+    """Task results (and so Prefect's cache) per test: these tests count the calls a run makes,
+    which must not depend on what another test of the same process ran first."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: str(tmp_path / "prefect-results")}):
+        yield
+
+
 def write_ingest(run_dir: Path, n_users: int = 4, marked: str | None = None) -> None:
     ingest = run_dir / "ingest"
     ingest.mkdir(parents=True)

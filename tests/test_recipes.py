@@ -75,3 +75,15 @@ def test_report_to_must_be_explicit():
     from gravity_core.training.config import parse_train_config
     with pytest.raises(RecipeError, match="report_to"):
         parse_train_config({"use_cpu": True, "bf16": False})
+
+
+def test_gravity_torch_threads_wins_over_the_recipe(monkeypatch):
+    """Several workers on one machine: GRAVITY_TORCH_THREADS caps every torch user of the process."""
+    from tasks.environment import torch_threads
+    monkeypatch.delenv("GRAVITY_TORCH_THREADS", raising=False)
+    assert torch_threads(2) == 2 and torch_threads(None) is None
+    monkeypatch.setenv("GRAVITY_TORCH_THREADS", "1")
+    assert torch_threads(2) == 1 and torch_threads(None) == 1
+    monkeypatch.setenv("GRAVITY_TORCH_THREADS", "half")
+    with pytest.raises(ValueError, match="GRAVITY_TORCH_THREADS"):
+        torch_threads(2)

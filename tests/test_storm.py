@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 ONE_USER = ["cohort.countries=[USA]", "cohort.users_per_country=1", "banks.seed_limit=4", "banks.include_seeds=[]",
             "profiles.values_batch_size=4", "profiles.summary_max_tokens=16", "profiles.review_token_budget=150",
             "profiles.max_review_chars=150", "llm.max_reasks=2", "run.max_failed_fraction=1.0"]
-STORM = ["429:2", "500", "503", "503", "pass", "stall:95", "truncate", "429:1", "pass", "401"]
+STORM = ["429:2", "500", "503", "503", "pass", "stall:35", "truncate", "429:1", "pass", "401"]
 
 
 def _free_port() -> int:
@@ -66,7 +66,7 @@ def served_model():
 def gravity(tmp_path: Path, *args: str, overrides: list[str] = ()) -> subprocess.CompletedProcess:
     sets = [f"llm.cache_dir={tmp_path / 'cache'}", f"scenarios.pool_dir={tmp_path / 'pool'}", *overrides]
     cmd = [sys.executable, "-c", "from flows.cli import main; main()", *args, *[a for s in sets for a in ("--set", s)]]
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "COLUMNS": "160", "OPENAI_API_KEY": "sk-test",
+    env = {**os.environ, "COLUMNS": "160", "OPENAI_API_KEY": "sk-test",
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
 
@@ -90,7 +90,7 @@ def test_profiles_survive_a_storm_from_a_real_server(served_model, tmp_path):
     ingest(tmp_path, run_dir)
     proxy = FaultProxy(url, STORM).start()
     try:
-        done = gravity(tmp_path, "profiles", "--out", str(run_dir), overrides=[*ONE_USER, *endpoint(proxy.url, model, 90)])
+        done = gravity(tmp_path, "profiles", "--out", str(run_dir), overrides=[*ONE_USER, *endpoint(proxy.url, model, 30)])
     finally:
         proxy.stop()
     chat = [e for e in proxy.log if e["path"].endswith("/chat/completions")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -48,7 +49,12 @@ def convert_embedded(cache_dir: Path) -> Path:
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp.replace(target)
+    try:
+        tmp.replace(target)
+    except OSError:  # another process converted it first (a non-empty folder cannot be replaced)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").exists():
+            raise
     return target
 
 
@@ -151,8 +157,9 @@ class LocalBackend:
         """Load weights (and adapter) once; idempotent. Not done in __init__ (no I/O there)."""
         with self._lock:
             if not self._loaded:
-                if self.cfg.torch_threads:
-                    torch.set_num_threads(self.cfg.torch_threads)
+                from tasks.environment import torch_threads
+                if threads := torch_threads(self.cfg.torch_threads):
+                    torch.set_num_threads(threads)
                 path = resolve_model_path(self.cfg.model, self.cache_dir)
                 self.tokenizer = AutoTokenizer.from_pretrained(path)
                 model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

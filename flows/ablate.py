@@ -11,7 +11,8 @@ from flows.generate import generate_flow
 from flows.pairs import pairs_flow
 from flows.train import train_flow
 from gravity_core.evaluation.ablation import ablation_overrides
-from tasks.environment import load_recipe, prepare_process, quiet_env, results_settings, run_context, run_logs
+from tasks.environment import (load_recipe, prepare_process, quiet_env, results_settings, results_storage, run_context,
+                               run_logs, with_results)
 from tasks.evaluate.ablate import require_full_run, seed_ablation_run, seed_judge_run, write_ablations
 from tasks.run_summary import summarize_run
 
@@ -30,6 +31,7 @@ def gravity_ablate(recipe: str = "sample", overrides: list[str] | None = None, o
     spec = load_recipe(recipe, overrides or [])
     prepare_process(spec)
     ctx = run_context(spec, out)
+    storage = results_storage(spec)
     with temporary_settings(updates=results_settings(spec)), run_logs(ctx.layout, "ablate.log"):
         require_full_run(ctx.layout)
         for name in spec.evaluate.ablations:
@@ -37,11 +39,11 @@ def gravity_ablate(recipe: str = "sample", overrides: list[str] | None = None, o
             sub = run_context(ablated, ctx.layout.ablation_dir(name))
             seed_ablation_run(ctx.layout, sub.layout, name)
             for stage in (pairs_flow, train_flow, generate_flow):
-                stage(ablated, sub)
+                with_results(stage, storage)(ablated, sub)
         judged = load_recipe(recipe, [*(overrides or []), "evaluate.sanity=false"])
         judge = run_context(judged, ctx.layout.ablation_judge_dir)
         seed_judge_run(ctx.layout, judge.layout, spec.evaluate.ablations)
-        judge_flow(judged, judge)
+        with_results(judge_flow, storage)(judged, judge)
         write_ablations(ctx.layout, judge.layout, spec.evaluate.ablations, spec.evaluate, spec.run.seed)
-        report_flow(spec, ctx)
+        with_results(report_flow, storage)(spec, ctx)
     return summarize_run(ctx.layout)

@@ -16,7 +16,8 @@ from flows.profiles import profiles_flow
 from flows.scenarios import scenarios_flow
 from flows.train import train_flow
 from gravity_core.pipeline import CohortFilter, StageName, selected_stages
-from tasks.environment import load_recipe, prepare_process, quiet_env, results_settings, run_context, run_logs
+from tasks.environment import (load_recipe, prepare_process, quiet_env, results_settings, results_storage, run_context,
+                               run_logs, with_results)
 from tasks.run_summary import summarize_run
 
 STAGE_FLOWS = {"ingest": ingest_flow, "profiles": profiles_flow, "scenarios": scenarios_flow,
@@ -43,8 +44,9 @@ def gravity_pipeline(recipe: str = "sample", overrides: list[str] | None = None,
     spec = load_recipe(recipe, [*(overrides or []), *(cohort.as_overrides() if cohort else [])])
     prepare_process(spec)
     ctx = run_context(spec, out)
+    storage = results_storage(spec)
     with temporary_settings(updates=results_settings(spec)), run_logs(ctx.layout):
         for stage in selected_stages(stages):
             options = {"resume": resume_training} if stage == "train" else {}
-            STAGE_FLOWS[stage](spec, ctx, **options)
+            with_results(STAGE_FLOWS[stage], storage)(spec, ctx, **options)
     return summarize_run(ctx.layout)

@@ -132,14 +132,32 @@ def prepare_process(recipe: Recipe) -> None:
 
 
 def results_settings(recipe: Recipe) -> dict:
-    """Prefect settings for persisted task results under the recipe's cache folder (task caches
-    survive new processes). A storage the deployment configured itself (env) is kept."""
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, PREFECT_RESULTS_PERSIST_BY_DEFAULT
-    updates = {PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}
-    if not {"PREFECT_LOCAL_STORAGE_PATH", "PREFECT_RESULTS_LOCAL_STORAGE_PATH",
-            "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"} & set(os.environ):
-        updates[PREFECT_LOCAL_STORAGE_PATH] = str(Path(recipe.llm.cache_dir).resolve() / "prefect-results")
-    return updates
+    """Prefect settings for this run: task results persisted (task caches survive new processes)."""
+    from prefect.settings import PREFECT_RESULTS_PERSIST_BY_DEFAULT
+    return {PREFECT_RESULTS_PERSIST_BY_DEFAULT: True}
+
+
+RESULTS_ENV = ("PREFECT_LOCAL_STORAGE_PATH", "PREFECT_RESULTS_LOCAL_STORAGE_PATH", "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK")
+
+
+def results_storage(recipe: Recipe) -> str | None:
+    """Where the stage flows keep task results (and so Prefect's task cache): a LocalFileSystem
+    block for `llm.cache_dir/prefect-results`, saved under a name derived from that folder, as the
+    slug a subflow's `result_storage` takes. None where the deployment configured its own storage
+    (environment); the stages then use it. A subflow copies its parent's store, so settings changed
+    inside a running flow never reach its tasks: the storage is given to each stage flow instead."""
+    if set(RESULTS_ENV) & set(os.environ):
+        return None
+    from prefect.filesystems import LocalFileSystem
+    path = Path(recipe.llm.cache_dir).resolve() / "prefect-results"
+    name = f"gravity-results-{hashlib.sha256(str(path).encode()).hexdigest()[:16]}"
+    LocalFileSystem(basepath=str(path)).save(name, overwrite=True)
+    return f"local-file-system/{name}"
+
+
+def with_results(stage_flow, storage: str | None):
+    """The stage flow, keeping its task results in `storage` (see `results_storage`)."""
+    return stage_flow.with_options(result_storage=storage) if storage else stage_flow
 
 
 @contextmanager

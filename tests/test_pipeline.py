@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,7 @@ def test_the_main_job_on_the_sample_then_fully_cached(tmp_path):
     assert again["train"]["seconds"] < 5  # served from the task cache, not retrained
     assert len((warm.stdout + warm.stderr).splitlines()) <= 40
     assert read_ledger(run_dir).height == calls
+    assert any((tmp_path / "cache" / "prefect-results").iterdir())  # task results live beside the request cache
 
     ablate = gravity(tmp_path, "ablate", "--out", str(run_dir),
                      overrides=[*FAKE, *SMALL, "evaluate.ablations=[values_beliefs]"])
@@ -88,6 +90,11 @@ def test_the_main_job_on_the_sample_then_fully_cached(tmp_path):
     judged = pl.read_parquet(run_dir / "ablations" / "_judge" / "evaluate" / "verdicts.parquet")
     assert {"gravity", "ablate_values_beliefs", "original"} <= set(judged.explode("candidates")["candidates"])
     assert "values_beliefs" in (run_dir / "report" / "report.md").read_text()
+
+    shutil.rmtree(tmp_path / "cache")  # README: delete the cache folder to start cold
+    cold_again = gravity(tmp_path, "profiles", "--out", str(run_dir), overrides=[*FAKE, *SMALL])
+    assert cold_again.returncode == 0, cold_again.stderr[-2000:]
+    assert manifest(run_dir)["profiles"]["model_calls"]["made"] > 0  # no task result survived elsewhere
 
 
 def test_a_stage_over_its_failure_tolerance_stops_the_pipeline(tmp_path):

@@ -19,7 +19,7 @@ from tasks.llm.cache import RequestCache
 from tasks.llm.client import ModelClient, StructuredOutputError
 from tasks.llm.fake import FakeBackend
 from tasks.llm.ledger import Ledger, read_ledger
-from tasks.llm.limits import Limiter
+from tasks.llm.limits import RATE_MARGIN, Limiter
 
 REQ = ChatRequest(messages=(Message(role="user", content="hello"),), prompt_name="p", prompt_version="1")
 ID = BackendIdentity(backend="fake", model="m")
@@ -217,7 +217,9 @@ def test_limiter_spaces_requests_to_the_rate():
     for _ in range(5):
         with limiter.slot():
             pass
-    assert waits == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    step = 0.25 / (1 - RATE_MARGIN)  # 4/s, less the margin for arrival jitter
+    assert waits == pytest.approx([step, 2 * step, 3 * step, 4 * step])
+    assert 1 / step < 4
 
 
 def test_ledger_totals_per_stage_and_user(tmp_path):

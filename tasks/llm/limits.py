@@ -14,6 +14,12 @@ from contextlib import ExitStack, contextmanager
 from gravity_core.llm_config import LimitsConfig
 
 
+# Requests leave spaced at the rate, but they reach the endpoint with a little jitter: at exactly
+# 100/s the 2,000-user scale bench saw 101 arrivals within one second. Spacing for 2 % under the
+# configured rate keeps every second of arrivals within it.
+RATE_MARGIN = 0.02
+
+
 class Limiter:
     """Blocks callers beyond `max_concurrency` and `requests_per_second`."""
 
@@ -28,7 +34,7 @@ class Limiter:
     def _wait_rate(self) -> None:
         if not self.cfg.requests_per_second:
             return
-        interval = 1.0 / self.cfg.requests_per_second
+        interval = 1.0 / (self.cfg.requests_per_second * (1 - RATE_MARGIN))
         with self._lock:
             now = self._clock()
             slot = max(now, self._next_slot)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
+from unittest.mock import patch
 
 import torch
 from datasets import Dataset, load_from_disk
@@ -129,30 +129,14 @@ def _single_process_distributed_env() -> None:
         os.environ.setdefault(key, value)
 
 
-@contextmanager
-def _scoped_environ():
-    """Undo what training writes to os.environ (the rendezvous variables above; transformers sets
-    ACCELERATE_USE_DEEPSPEED for a DeepSpeed config): a later training, or a subprocess, of the
-    same process must not inherit a DeepSpeed launch it did not ask for."""
-    before = dict(os.environ)
-    try:
-        yield
-    finally:
-        for key in set(os.environ) - set(before):
-            del os.environ[key]
-        os.environ.update({k: v for k, v in before.items() if os.environ.get(k) != v})
-
-
+# Undo what training writes to os.environ (the rendezvous variables above; transformers sets
+# ACCELERATE_USE_DEEPSPEED for a DeepSpeed config): a later training, or a subprocess, of the same
+# process must not inherit a DeepSpeed launch it did not ask for.
+@patch.dict(os.environ)
 def train_adapter(raw_cfg: dict, layout: RunLayout, method: str, cache_dir: Path, resume: bool = False,
                   callbacks: list | None = None, run_id: str = "", facets: dict[str, int] | None = None) -> dict:
     """Train one LoRA adapter for `method` on its data (`RunLayout.training_data`) into RUN_DIR/train/<method>;
     save it with a model card. Returns a summary."""
-    with _scoped_environ():
-        return _train_adapter(raw_cfg, layout, method, cache_dir, resume, callbacks, run_id, facets)
-
-
-def _train_adapter(raw_cfg: dict, layout: RunLayout, method: str, cache_dir: Path, resume: bool,
-                   callbacks: list | None, run_id: str, facets: dict[str, int] | None) -> dict:
     if raw_cfg.get("deepspeed"):
         _single_process_distributed_env()
     cfg = parse_train_config({**raw_cfg, "output_dir": str(layout.checkpoints(method))})

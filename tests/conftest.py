@@ -5,8 +5,8 @@ import atexit
 import fcntl
 import json
 import os
-import subprocess
 import shutil
+import subprocess
 import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-EMBEDDED_MODEL = "smollm2-135m-instruct"
+from gravity_core.model_catalog import EMBEDDED_MODEL
 
 
 class RetryConfig(BaseModel):
@@ -59,6 +59,9 @@ class BackendConfig(BaseModel):
         "auto", description="use response_format json_schema; auto = try, fall back once unsupported")
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
     torch_threads: int | None = Field(None, ge=1, description="local backend: torch threads (null = cores)")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="local backend: weights' precision; auto = bf16 on CUDA and on CPUs with native "
+                            "bf16 matmuls (AVX512-BF16 or AMX), else fp32")
     fake_script: str | None = Field(None, description="fake backend: name of a registered script")
     batch: bool = Field(False, description="send batched calls through the provider Batch API "
                                            "(openai only; discounted, up to 24 h latency)")

@@ -122,6 +122,16 @@ def torch_threads(configured: int | None) -> int | None:
     return configured
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16; Linux /proc/cpuinfo).
+    Elsewhere bf16 is emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def prepare_process(recipe: Recipe) -> None:
     """Offline, quiet libraries and a deliberate torch thread count, in this process."""
     quiet_env()

@@ -383,7 +383,7 @@ def counter_for(cfg: BackendConfig, cache_dir: Path) -> tuple[object, str]:
 def _local_counter(model: str, cache_dir: str) -> core.TokenizerCounter | None:
     """The model's tokenizer from local files only (never the network), or None."""
     from transformers import AutoTokenizer
-    from tasks.llm.local_backend import resolve_model_path
+    from tasks.model_packages import resolve_model_path
     try:
         path = resolve_model_path(model, Path(cache_dir))
         return core.TokenizerCounter(AutoTokenizer.from_pretrained(path, local_files_only=True), model)

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from gravity_core.layout import RunLayout
 from gravity_core.training.card import last_complete_checkpoint, model_card, sft_kwargs
 from gravity_core.training.config import GravityDPOConfig, parse_train_config
-from tasks.llm.local_backend import resolve_model_path
+from tasks.model_packages import resolve_model_path
 
 TRAIN_COLUMNS = ["prompt", "chosen", "rejected"]
 

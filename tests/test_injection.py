@@ -8,6 +8,7 @@ prompt is rendered as the profile tasks render it, and the user turn is checked 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -281,8 +282,9 @@ def test_embedded_tokenizer_sees_no_injected_control_tokens():
     """The embedded SmolLM2 tokenizer and its own chat template (loads the GGUF, ~10 s)."""
     from transformers import AutoTokenizer
 
-    from tasks.llm.local_backend import embedded_gguf
-    gguf = embedded_gguf()
+    from gravity_core.model_catalog import CATALOG, EMBEDDED_MODEL
+    from tasks.model_packages import gguf_path
+    gguf = gguf_path(CATALOG[EMBEDDED_MODEL], Path(".gravity/cache"))
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     special = {t: tok.convert_tokens_to_ids(t) for t in CHATML}
     review = UserReview(review_id="r1", parent_asin="B1", rating=5, text="Great. " + PAYLOADS["chatml"], timestamp=1)

@@ -38,8 +38,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def served_model():
     """`transformers serve` on 127.0.0.1 with the converted embedded model; (base url, model name)."""
-    from tasks.llm.local_backend import convert_embedded
-    folder = str(convert_embedded(Path(".gravity/cache")).resolve())
+    from gravity_core.model_catalog import EMBEDDED_MODEL
+    from tasks.model_packages import resolve_model_path
+    folder = str(Path(resolve_model_path(EMBEDDED_MODEL, Path(".gravity/cache"))).resolve())
     port = _free_port()
     serve = Path(sys.executable).parent / "transformers"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

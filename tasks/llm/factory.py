@@ -29,7 +29,7 @@ def build_backend(cfg: BackendConfig, cache_dir: Path) -> ChatBackend:
         return FakeBackend(cfg.fake_script, model=cfg.model)
     from tasks.llm.local_backend import LocalBackend
     tag = adapter_tag(cfg.adapter) if cfg.adapter else None
-    key = (cfg.model, tag, str(Path(cache_dir).resolve()))
+    key = (cfg.model, tag, cfg.dtype, str(Path(cache_dir).resolve()))
     if key not in _LOCAL_MODELS:
         _LOCAL_MODELS[key] = LocalBackend(cfg, cache_dir, adapter_tag=tag)
     return _LOCAL_MODELS[key]

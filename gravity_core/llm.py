@@ -134,3 +134,88 @@ def request_key(identity: BackendIdentity, request: ChatRequest) -> str:
     }
     blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ScoreRequest(BaseModel):
+    """Score a closed label set for each of several items under one shared prompt.
+
+    The reply a model would write is one line per item, `<item><separator><label>`; instead of
+    generating it, each label's log-likelihood after `<item><separator>` is read (in-process: the
+    label tokens; over an endpoint: `top_logprobs` at the label's first token). Part of the key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    messages: tuple[Message, ...]
+    items: tuple[str, ...] = Field(min_length=1, description="item keys as written in the reply, e.g. seed ids")
+    labels: tuple[str, ...] = Field(min_length=2, description="the closed label set, same for every item")
+    separator: str = ": "
+    prompt_name: str = "adhoc"
+    prompt_version: str = "0"
+
+
+class LabelScores(BaseModel):
+    """Log-probabilities of each label per item, normalised over the label set."""
+
+    model_config = ConfigDict(extra="forbid")
+    scores: dict[str, dict[str, float]]
+    method: Literal["likelihood", "logprobs"]
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+def score_key(identity: BackendIdentity, request: ScoreRequest) -> str:
+    """Hash of a canonical score request (a different space from chat requests' keys)."""
+    canonical = {"identity": identity.model_dump(), "score": request.model_dump(mode="json")}
+    blob = json.dumps(canonical, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def read_label_logprobs(tokens: list[tuple[str, list[tuple[str, float]]]], items: tuple[str, ...],
+                        labels: tuple[str, ...], separator: str = ": ") -> dict[str, dict[str, float]]:
+    """Label log-probabilities from a generated `<item><separator><label>` reply's token logprobs.
+
+    `tokens`: (token text, [(alternative text, logprob), ...]) per generated token, as an
+    endpoint's `logprobs.content[i].token` / `.top_logprobs` give them. For each item, the first
+    non-blank token after `<item><separator>` on a line is where its label starts: each alternative
+    there counts toward the label it is an unambiguous start of ("no" -> "no support"). Labels
+    not among the alternatives get the lowest alternative's log-probability (an upper bound).
+    Normalised over the label set. Raises ValueError for an item that is never answered."""
+    import math
+    gap = separator.rstrip().lower()
+    found: dict[str, dict[str, float]] = {}
+    line = ""
+    for text, alternatives in tokens:
+        head = line.strip().lstrip("-*•\"' ").lower()
+        pending = [i for i in items if i not in found and head == f"{i.lower()}{gap}"]
+        if pending and text.strip():
+            totals: dict[str, list[float]] = {label: [] for label in labels}
+            for alt, logprob in alternatives or [(text, 0.0)]:
+                norm = alt.strip().lower()
+                matches = [label for label in labels if norm and label.lower().startswith(norm)]
+                if len(matches) == 1:
+                    totals[matches[0]].append(logprob)
+            floor = min((lp for _, lp in alternatives), default=-30.0) if alternatives else -30.0
+            raw = {label: (max(v) + math.log(sum(math.exp(x - max(v)) for x in v)) if v else floor)
+                   for label, v in totals.items()}
+            top = max(raw.values())
+            norm_sum = top + math.log(sum(math.exp(v - top) for v in raw.values()))
+            found[pending[0]] = {label: round(v - norm_sum, 6) for label, v in raw.items()}
+        line = (line + text).rsplit("\n", 1)[-1]
+    written = _written_labels("".join(text for text, _ in tokens), items, labels, gap)
+    for item in items:  # the label began inside a token (e.g. ": support"): only the written one is known
+        if item not in found and item in written:
+            found[item] = {label: (0.0 if label == written[item] else -30.0) for label in labels}
+    missing = [i for i in items if i not in found]
+    if missing:
+        raise ValueError(f"the reply answers no label for {missing[:5]}")
+    return found
+
+
+def _written_labels(text: str, items: tuple[str, ...], labels: tuple[str, ...], gap: str) -> dict[str, str]:
+    out = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().lstrip("-*•\"' ").partition(gap or " ")
+        value = value.strip().strip("\"'.").lower()
+        match = [i for i in items if i.lower() == key.strip().lower()]
+        if match and value in [label.lower() for label in labels]:
+            out.setdefault(match[0], labels[[label.lower() for label in labels].index(value)])
+    return out

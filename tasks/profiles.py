@@ -12,20 +12,20 @@ from functools import partial
 from prefect import task
 
 from gravity_core.banks import SeedStatement
-from gravity_core.llm import SamplingParams
-from gravity_core.profile import facets
+from gravity_core.llm import SamplingParams, ScoreRequest, UnsupportedFeature
+from gravity_core.profile import facets, scoring
 from gravity_core.profile.config import ProfilesConfig
 from gravity_core.profile.country import country_schema, parse_country
 from gravity_core.profile.records import (
-    AGE_BINS, GENDERS, Demographics, Interests, Personality, UserInput, Values, age_bin,
+    AGE_BINS, GENDERS, TRAITS, Demographics, Interests, Personality, UserInput, Values, age_bin,
 )
 from tasks.caching import LLM_TASK
 from tasks.classifiers import hf_classify_levels, hf_classify_label
 from tasks.llm.client import ModelClient
 from tasks.resources import load_prompt
 
-PROFILE_PROMPTS = ("profile_values", "profile_value_summary", "profile_user_summary",
-                   "profile_personality", "profile_demographics", "profile_country")
+PROFILE_PROMPTS = ("profile_values", "profile_values_scored", "profile_value_summary", "profile_user_summary",
+                   "profile_personality", "profile_personality_scored", "profile_demographics", "profile_country")
 
 
 def infer_country(user: UserInput, options: list[str], cfg: ProfilesConfig, client: ModelClient,
@@ -81,10 +81,19 @@ def infer_values(user: UserInput, demo: Demographics, seeds: list[SeedStatement]
                  client: ModelClient) -> Values:
     """A stance on every seed, K seeds per call, reviews first; then the value summary."""
     text, review_ids = facets.fit_reviews(user.reviews, cfg)
-    template = load_prompt("profile_values")
     stances: dict[str, str] = {}
     batches = facets.batches(seeds, cfg.values_batch_size)
     try:
+        if cfg.scoring == "likelihood":
+            try:
+                scores, method, _ = score_stances(user, demo, text, batches, client)
+                stances = scoring.stances(scores, cfg.neutral_margin)
+                summary = _value_summary(user, demo, seeds, stances, cfg, client)
+                return Values(user_id=user.user_id, stances=stances, summary=summary, review_ids=review_ids,
+                              calls=len(batches), method=method, scores=scores)
+            except UnsupportedFeature:
+                pass  # this backend cannot score labels: the model writes them as JSON
+        template = load_prompt("profile_values")
         for index, batch in enumerate(batches):
             ids = [s.id for s in batch]
             request = template.request(
@@ -99,6 +108,24 @@ def infer_values(user: UserInput, demo: Demographics, seeds: list[SeedStatement]
         client.ledger.flush()
     return Values(user_id=user.user_id, stances=stances, summary=summary, review_ids=review_ids,
                   calls=len(batches))
+
+
+def score_stances(user: UserInput, demo: Demographics, text: str, batches: list[list[SeedStatement]],
+                  client: ModelClient) -> tuple[dict[str, dict[str, float]], str, int]:
+    """Label log-probabilities of every seed, one scored request per batch (reviews first, so a
+    batch shares its prefix with the reader's other batches). Returns (scores, method, input tokens)."""
+    template = load_prompt("profile_values_scored")
+    scores: dict[str, dict[str, float]] = {}
+    method, tokens = "likelihood", 0
+    for index, batch in enumerate(batches):
+        messages = template.render(demographics=demo.describe(), reviews=text,
+                                   statements=[{"id": s.id, "statement": s.statement} for s in batch])
+        request = ScoreRequest(messages=messages, items=tuple(s.id for s in batch), labels=scoring.STANCES,
+                               prompt_name=template.name, prompt_version=template.version)
+        result = client.score(request, stage="profiles.values", user_id=user.user_id, item_id=f"batch-{index}")
+        scores.update(result.scores)
+        method, tokens = result.method, tokens + result.input_tokens
+    return scores, method, tokens
 
 
 def _value_summary(user, demo, seeds, stances, cfg: ProfilesConfig, client: ModelClient) -> str:
@@ -119,9 +146,20 @@ def infer_personality(user: UserInput, demo: Demographics, cfg: ProfilesConfig, 
     if cfg.personality.backend == "hf":
         return Personality(user_id=user.user_id, levels=hf_classify_levels(cfg.personality, text),
                            source=f"hf:{cfg.personality.model}")
-    request = load_prompt("profile_personality").request(
-        SamplingParams(max_tokens=48), facets.levels_schema(), demographics=demo.describe(), reviews=text)
     try:
+        if cfg.scoring == "likelihood":
+            template = load_prompt("profile_personality_scored")
+            request = ScoreRequest(messages=template.render(demographics=demo.describe(), reviews=text),
+                                   items=TRAITS, labels=scoring.LEVELS, prompt_name=template.name,
+                                   prompt_version=template.version)
+            try:
+                result = client.score(request, stage="profiles.personality", user_id=user.user_id)
+                return Personality(user_id=user.user_id, levels=scoring.levels(result.scores),
+                                   source=f"llm:{result.method}", scores=result.scores)
+            except UnsupportedFeature:
+                pass  # this backend cannot score labels: the model writes them as JSON
+        request = load_prompt("profile_personality").request(
+            SamplingParams(max_tokens=48), facets.levels_schema(), demographics=demo.describe(), reviews=text)
         levels = client.structured(request, facets.parse_levels, stage="profiles.personality", user_id=user.user_id)
     finally:
         client.ledger.flush()

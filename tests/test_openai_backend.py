@@ -67,13 +67,52 @@ def test_insufficient_quota_is_not_retried(openai_server, tmp_path):
     assert len(openai_server.requests) == 1
 
 
-def test_auto_mode_degrades_once_when_json_schema_is_unsupported(openai_server):
+def formats(server) -> list[tuple[str | None, bool]]:
+    """(response_format type, whether it carries the schema) for each request the server saw."""
+    sent = [r["body"].get("response_format") or {} for r in server.requests]
+    return [(f.get("type"), "schema" in f or "schema" in f.get("json_schema", {})) for f in sent]
+
+
+def test_auto_mode_degrades_once_to_json_object_with_schema(openai_server):
     openai_server.queue = [(500, {"error": {"message": "json_schema response_format not supported"}}, {})]
     b = backend(openai_server)
     b.complete(REQ)
     b.complete(REQ)
-    formats = [r["body"].get("response_format", {}).get("type") for r in openai_server.requests]
-    assert formats == ["json_schema", "json_object", "json_object"]
+    assert formats(openai_server) == [("json_schema", True), ("json_object", True), ("json_object", True)]
+    assert openai_server.requests[1]["body"]["response_format"] == {"type": "json_object", "schema": SCHEMA}
+    assert b.schema_mode == "json_object_schema" and b.rejected_formats == ["json_schema"]
+
+
+def test_auto_mode_walks_the_whole_chain_down_to_no_format(openai_server):
+    rejected = (400, {"error": {"message": "unsupported response_format"}}, {})
+    openai_server.queue = [rejected, rejected, rejected]
+    b = backend(openai_server)
+    b.complete(REQ)
+    b.complete(REQ)
+    assert formats(openai_server) == [("json_schema", True), ("json_object", True), ("json_object", False),
+                                      (None, False), (None, False)]
+    assert b.rejected_formats == ["json_schema", "json_object_schema", "json_object"]
+
+
+def test_a_500_that_names_no_format_is_a_blip_never_a_downgrade(openai_server, tmp_path):
+    # a transient 500 on the first request must not weaken structured output for the whole run
+    openai_server.queue = [(500, {"error": {"message": "Internal Server Error"}}, {})]
+    c = client(openai_server, tmp_path)
+    assert c.complete(REQ, stage="t").text == '{"ok": true}'
+    assert formats(openai_server) == [("json_schema", True)] * 2
+    assert c.backend.schema_mode == "json_schema" and c.backend.rejected_formats == []
+
+
+def test_concurrent_rejections_of_one_format_step_down_once(openai_server):
+    b = backend(openai_server)
+    b._downgrade("json_schema")
+    b._downgrade("json_schema")  # a second thread that sent json_schema before the first stepped down
+    assert b.schema_mode == "json_object_schema" and b.rejected_formats == ["json_schema"]
+
+
+def test_off_mode_sends_plain_json_object(openai_server):
+    backend(openai_server, json_schema="off").complete(REQ)
+    assert formats(openai_server) == [("json_object", False)]
 
 
 def test_forced_json_schema_reports_unsupported_instead_of_retrying(openai_server):
@@ -81,3 +120,30 @@ def test_forced_json_schema_reports_unsupported_instead_of_retrying(openai_serve
     with pytest.raises(UnsupportedFeature, match="json_schema"):
         backend(openai_server, json_schema="on").complete(REQ)
     assert len(openai_server.requests) == 1
+
+
+def test_label_logprobs_are_read_where_each_label_starts():
+    from gravity_core.llm import read_label_logprobs
+    labels = ("support", "no support", "neutral")
+    tokens = [("wvs", []), ("-001", []), (":", []), (" support", [(" support", -0.2), (" no", -1.9), ("neutral", -3.0)]),
+              ("\n", []), ("wvs-002", []), (":", []), (" ", []), ("no", [("no", -0.1), ("n", -2.5), ("sup", -3.1)]),
+              (" support", [])]
+    scores = read_label_logprobs(tokens, ("wvs-001", "wvs-002"), labels)
+    assert max(scores["wvs-001"], key=scores["wvs-001"].get) == "support"
+    assert max(scores["wvs-002"], key=scores["wvs-002"].get) == "no support"
+    # "n" starts two labels: ambiguous, ignored; neutral then gets the lowest alternative (an upper bound)
+    assert scores["wvs-002"]["neutral"] == pytest.approx(scores["wvs-002"]["support"])
+    with pytest.raises(ValueError, match="wvs-003"):
+        read_label_logprobs(tokens, ("wvs-001", "wvs-003"), labels)
+
+
+def test_an_endpoint_without_logprobs_is_detected_once_then_json_is_asked(openai_server, tmp_path):
+    """`transformers serve` ignores logprobs: the first scored call sees none and the backend says
+    so from then on without sending more scoring requests."""
+    from gravity_core.llm import ScoreRequest
+    c = client(openai_server, tmp_path)
+    request = ScoreRequest(messages=(Message(role="user", content="x"),), items=("a",), labels=("high", "low"))
+    for _ in range(2):
+        with pytest.raises(UnsupportedFeature):
+            c.score(request, stage="t")
+    assert len(openai_server.requests) == 1 and openai_server.requests[0]["body"]["logprobs"] is True

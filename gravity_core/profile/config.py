@@ -33,6 +33,13 @@ class ProfilesConfig(BaseModel):
     review_chars_per_token: float = Field(4.0, gt=0, description="chars per token estimate for fitting reviews")
     max_review_chars: int = Field(600, ge=50, description="each review is cut to this many characters first")
     summary_max_sentences: int = Field(6, ge=1, le=12, description="value summary length cap (paper: 6)")
+    scoring: Literal["likelihood", "generate"] = Field(
+        "likelihood", description="stances and Big Five levels: score the closed labels (in-process "
+                                  "likelihood, or an endpoint's top_logprobs) instead of generating JSON; "
+                                  "falls back to generate where the backend cannot score")
+    neutral_margin: float = Field(
+        0.0, ge=0.0, description="scored stances: 'neutral' when support and no support are within this many "
+                                 "nats (set on the sample by bench/bench_stances.py)")
     age: ClassifierConfig = ClassifierConfig()
     gender: ClassifierConfig = ClassifierConfig()
     personality: ClassifierConfig = ClassifierConfig()

@@ -82,12 +82,18 @@ class Values(BaseModel):
     summary: str
     review_ids: list[str]
     calls: int
+    method: Literal["generate", "likelihood", "logprobs"] = Field(
+        "generate", description="how the stances were read: JSON written by the model, or scored labels")
+    scores: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="scored methods: per seed, log-probabilities of the three labels")
 
 
 class Personality(BaseModel):
     user_id: str
     levels: dict[str, Level]
     source: str
+    scores: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="scored levels: per trait, log-probabilities of high and low")
 
 
 class Provenance(BaseModel):

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 from gravity_core.llm import (
-    ChatBackend, ChatReply, ChatRequest, Message, ModelCallError, UnsupportedFeature,
-    backoff_seconds, request_key,
+    ChatBackend, ChatReply, ChatRequest, LabelScores, Message, ModelCallError, ScoreRequest, UnsupportedFeature,
+    backoff_seconds, request_key, score_key,
 )
 from gravity_core.llm_config import BackendConfig, LLMConfig
 from tasks.llm.ledger import Ledger, LedgerRow
@@ -69,12 +69,13 @@ class ModelClient:
         self.structured_items = 0
         self.structured_valid_first_try = 0
 
-    def _attempt_loop(self, request: ChatRequest) -> tuple[ChatReply, int]:
+    def _attempt_loop(self, request: ChatRequest, call: Callable | None = None) -> tuple[ChatReply, int]:
         retry = self.cfg.retry
+        call = call or self.backend.complete
         for attempt in range(1, retry.max_attempts + 1):
             try:
                 with self.limiter.slot():
-                    return self.backend.complete(request), attempt
+                    return call(request), attempt
             except UnsupportedFeature:
                 raise
             except ModelCallError as exc:
@@ -107,6 +108,36 @@ class ModelClient:
             self._record(request, key, reply, stage, user_id, item_id, cached, attempts, reasks,
                          status, time.monotonic() - started)
         return reply
+
+    def score(self, request: ScoreRequest, *, stage: str, user_id: str | None = None,
+              item_id: str | None = None) -> LabelScores:
+        """Label log-probabilities per item (`ScoreRequest`): cached, retried and ledgered like a
+        call. Raises `UnsupportedFeature` when the backend cannot score (no in-process model, or an
+        endpoint without logprobs): the caller then asks for the labels as JSON instead."""
+        scorer = getattr(self.backend, "score_labels", None)
+        if scorer is None or not getattr(self.backend, "can_score", True):
+            raise UnsupportedFeature(f"{self.backend.identity.backend} backend cannot score labels",
+                                     feature="label_scores")
+        key = score_key(self.backend.identity, request)
+        started = time.monotonic()
+        reply = self.cache.get(key)
+        cached, attempts, status = reply is not None, 0, "ok"
+
+        def call(req: ScoreRequest) -> ChatReply:
+            scores = scorer(req)
+            return ChatReply(text=scores.model_dump_json(), input_tokens=scores.input_tokens,
+                             output_tokens=scores.output_tokens)
+        try:
+            if reply is None:
+                reply, attempts = self._attempt_loop(request, call)
+                self.cache.put(key, reply, self.backend.identity.backend, self.backend.identity.model)
+        except ModelCallError as exc:  # UnsupportedFeature included: the request was sent
+            status, attempts = f"error: {exc.kind}", getattr(exc, "attempts", max(attempts, 1))
+            raise
+        finally:
+            self._record(request, key, reply, stage, user_id, item_id, cached, attempts, 0, status,
+                         time.monotonic() - started)
+        return LabelScores.model_validate_json(reply.text)
 
     def complete_many(self, requests: list[ChatRequest], *, stage: str, user_id: str | None = None,
                       item_ids: list[str] | None = None, return_errors: bool = False) -> list:

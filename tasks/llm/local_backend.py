@@ -41,8 +41,8 @@ class _Guided:
 
     def _sync(self) -> torch.Tensor:
         if self.pending:
-            out = self.b.model(input_ids=torch.tensor([self.pending]), past_key_values=self.cache, use_cache=True)
-            self.cache, self.logits = out.past_key_values, out.logits[0, -1].float()
+            out = self.b.model(input_ids=torch.tensor([self.pending]), use_cache=True, **self.b.cache_arg(self.cache))
+            self.cache, self.logits = self.b.cache_of(out), out.logits[0, -1].float()
             self.generated += len(self.pending)
             self.pending = []
         return self.logits
@@ -128,10 +128,20 @@ class LocalBackend:
                     from peft import PeftModel
                     model = PeftModel.from_pretrained(model, self.cfg.adapter).merge_and_unload()
                 self.model = model.eval()
+                import inspect
+                self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
                 vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
                 self.quote_ids = [i for i, t in enumerate(vocab) if t and '"' in t]
                 self._loaded = True
         return self
+
+    def cache_arg(self, cache) -> dict:
+        """The KV-cache keyword of this transformers version: `cache` (5.24+; `past_key_values`
+        is deprecated there) or `past_key_values` (earlier 5.x)."""
+        return {self._cache_kw: cache}
+
+    def cache_of(self, output):
+        return getattr(output, self._cache_kw)
 
     def _prompt_ids(self, request: ChatRequest | ScoreRequest) -> list[int]:
         messages = [m.model_dump() for m in request.messages]
@@ -225,16 +235,19 @@ class LocalBackend:
             n = _common_prefix(cached, key)
             if n > common:
                 best, common = cached, n
-        if best is not None:
+        # Extend an entry in place only when this prompt continues most of it (the same reader's
+        # next statement batch); a short overlap (the chat template's first tokens, another
+        # reader) would destroy an entry that its own reader still needs: start afresh then.
+        if best is not None and common >= max(MIN_SHARED, len(best) // 2):
             cache = self._prefixes.pop(best)
             _crop_to(cache, common)
         else:
-            cache = DynamicCache(config=self.model.config)
+            cache, common = DynamicCache(config=self.model.config), 0
         if common < len(head):
-            self.model(input_ids=torch.tensor([head[common:]]), past_key_values=cache, use_cache=True,
+            self.model(input_ids=torch.tensor([head[common:]]), use_cache=True, **self.cache_arg(cache),
                        position_ids=torch.arange(common, len(head))[None])
-        self._prefixes[key] = cache
-        while len(self._prefixes) > PREFIX_SLOTS:
+        self._prefixes[key] = cache  # most recent last; the least recently used go first
+        while sum(map(len, self._prefixes)) > PREFIX_TOKENS and len(self._prefixes) > 1:
             self._prefixes.pop(next(iter(self._prefixes)))
         return cache
 
@@ -252,7 +265,7 @@ class LocalBackend:
         allowed = torch.cat([torch.ones(n, start, dtype=torch.bool), allowed], dim=1)
         mask = torch.zeros(n, start + n, dtype=self.dtype).masked_fill_(~allowed, torch.finfo(self.dtype).min)
         out = self.model(input_ids=torch.tensor([tokens]), position_ids=torch.tensor([positions]),
-                         attention_mask=mask[None, None], past_key_values=cache, use_cache=True)
+                         attention_mask=mask[None, None], use_cache=True, **self.cache_arg(cache))
         _crop_to(cache, start)
         logprobs = torch.log_softmax(out.logits[0].float(), -1)
         values, offset = [], 0
@@ -264,7 +277,11 @@ class LocalBackend:
 
 
 SEGMENT_TOKENS = 1024  # segment tokens per packed pass (the mask is tokens x (prompt + tokens))
-PREFIX_SLOTS = 4       # prompt heads whose KV cache is kept (about 100 MB each for 1.5B at 4k tokens)
+# Prompt heads whose KV cache is kept, least recently used dropped first beyond this many tokens in
+# all: readers' profile requests interleave (tasks run concurrently), so every reader in flight
+# keeps an entry. About 28 KB per token for the 1.5B in bf16 (1.5B: ~1 GB at the cap).
+PREFIX_TOKENS = 32_768
+MIN_SHARED = 32        # shortest common prefix worth extending an entry in place
 DTYPE_TAGS = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 

@@ -41,7 +41,10 @@ def run_pipeline(recipe: str, out: Path, overrides: list[str] | None, stages: li
     """Validate the recipe (fast, before Prefect starts), then run the pipeline flow (or, with
     `ablate`, the ablations flow) with the live console; print the summary table and raise on failure."""
     from tasks.environment import load_recipe, prepare_process
-    prepare_process(load_recipe(recipe, overrides))
+    from tasks.model_packages import check_installed
+    parsed = load_recipe(recipe, overrides)
+    check_installed(parsed)
+    prepare_process(parsed)
     _quiet_prefect_console()
     from contextlib import nullcontext
     from flows.pipeline import gravity_pipeline
@@ -209,7 +212,9 @@ def _exit_code(exc: BaseException) -> int:
     from gravity_core.recipe import RecipeError
     from gravity_core.records import RecordSchemaError
     from tasks.llm.secrets import MissingSecret
-    return 2 if isinstance(exc, (RecipeError, FileNotFoundError, MissingSecret, RecordSchemaError)) else 1
+    from tasks.model_packages import ModelPackageError
+    fixable = (RecipeError, FileNotFoundError, MissingSecret, RecordSchemaError, ModelPackageError)
+    return 2 if isinstance(exc, fixable) else 1
 
 
 def error_line(exc: BaseException) -> str:

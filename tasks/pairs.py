@@ -45,7 +45,7 @@ def personality_items(banks: BanksConfig) -> list[PersonalityItem]:
     return load_personality_items(resolve_path(banks.personality_items))
 
 
-@task(name="build-preference-pairs")
+@task(name="build-preference-pairs", log_prints=False)  # datasets: see tasks/train_stage.py
 def build_and_export(layout: RunLayout, cfg: PairsConfig, distinct: dict[str, list[str]], genres: list[dict],
                      seeds: list[SeedStatement], items: list[PersonalityItem], seed: int) -> dict:
     """Assemble every user's pairs; write pairs.parquet and the TRL-ready HF dataset."""

@@ -1,5 +1,10 @@
 """Prefect tasks wrapping training and held-out evaluation (cached: a re-run never retrains;
-the key covers the training data's content, the config and the code that trains)."""
+the key covers the training data's content, the config and the code that trains).
+
+Tasks that touch Hugging Face `datasets` run with `log_prints=False`: `datasets` fingerprints
+functions with dill, which reads their globals from `dis.dis` output captured on stdout; under the
+flows' `log_prints=True` Prefect's print patch sent that disassembly to the run log instead (pages
+of bytecode in run.log) and dill saw no globals."""
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +19,7 @@ from tasks.caching import code_aware
 from tasks.records_io import read_frame
 
 
-@task(task_run_name="training-data-{method}")
+@task(task_run_name="training-data-{method}", log_prints=False)
 def fingerprint(layout: RunLayout, method: str) -> dict:
     """Content hash of the data `method` trains on (the training cache key) and, for GRAVITY's
     pairs, the pairs per facet (for the model card)."""
@@ -30,7 +35,8 @@ def fingerprint(layout: RunLayout, method: str) -> dict:
     return {"sha": digest.hexdigest()[:16], "facets": facets}
 
 
-@task(task_run_name="train-{method}", cache_policy=code_aware("run_id", "resume"), persist_result=True)
+@task(task_run_name="train-{method}", cache_policy=code_aware("run_id", "resume"), persist_result=True,
+      log_prints=False)
 def train(train_cfg: dict, layout: RunLayout, method: str, cache_dir: str, data_sha: str, facets: dict,
           resume: bool, run_id: str) -> dict:
     """DPO (or SFT) on the run's data into RUN_DIR/train/<method>."""
@@ -38,7 +44,7 @@ def train(train_cfg: dict, layout: RunLayout, method: str, cache_dir: str, data_
     return train_adapter(train_cfg, layout, method, Path(cache_dir), resume=resume, run_id=run_id, facets=facets)
 
 
-@task(task_run_name="heldout-eval-{method}", cache_policy=code_aware(), persist_result=True)
+@task(task_run_name="heldout-eval-{method}", cache_policy=code_aware(), persist_result=True, log_prints=False)
 def heldout(train_cfg: dict, layout: RunLayout, method: str, seeds: list[SeedStatement], cache_dir: str,
             adapter_sha: str) -> dict:
     """Held-out pairs scored under the adapter and the base (RUN_DIR/train/<method>/heldout_eval.json)."""

@@ -79,7 +79,7 @@ def _prefalign_user(user: dict, cfg: EvaluateConfig, client: ModelClient) -> lis
     return out
 
 
-@task(name="write-prefalign-data")
+@task(name="write-prefalign-data", log_prints=False)  # datasets: see tasks/train_stage.py
 def write_prefalign(rows: dict[str, list[dict]], users: list[dict], layout: RunLayout) -> dict:
     """RUN_DIR/pairs/prefalign.parquet and the TRL-ready HF dataset RUN_DIR/pairs/prefalign/."""
     from datasets import Dataset, DatasetDict

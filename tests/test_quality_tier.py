@@ -194,9 +194,10 @@ def test_interleaved_readers_keep_their_review_prefixes():
         for statement in ("Religion matters.", "Work comes first."):
             for reader in ("Ana", "Ben"):
                 fed.clear()
-                backend.score_labels(request(reader, statement))
-                prefix_tokens = fed[0]
-                if statement == "Work comes first.":  # the second batch: only the new statement is computed
-                    assert prefix_tokens < 20, (reader, fed)
+                req = request(reader, statement)
+                backend.score_labels(req)
+                head = len(backend._prompt_ids(req)) - 1  # the prompt but its last token (in the segments)
+                if statement == "Work comes first.":  # the second batch: only the statement onwards is computed
+                    assert fed[0] < 40 and head > 200, (reader, fed, head)
                 else:
-                    assert prefix_tokens > 150, (reader, fed)
+                    assert fed[0] == head, (reader, fed, head)

@@ -172,6 +172,9 @@ class OpenAIBackend:
             raise to_model_error(exc) from None
         except openai.OpenAIError as exc:
             raise to_model_error(exc) from None
+        except ValueError:  # a 200 whose JSON body is cut short, as in `complete`
+            raise ModelCallError("endpoint sent a malformed (truncated) JSON body", retryable=True,
+                                 kind="malformed_body") from None
         choice = completion.choices[0]
         content = choice.logprobs.content if choice.logprobs is not None else None
         if not content:

@@ -147,3 +147,6 @@ def test_an_endpoint_without_logprobs_is_detected_once_then_json_is_asked(openai
         with pytest.raises(UnsupportedFeature):
             c.score(request, stage="t")
     assert len(openai_server.requests) == 1 and openai_server.requests[0]["body"]["logprobs"] is True
+    with pytest.raises(UnsupportedFeature, match="remembered"):  # a new process, same cache: no probe again
+        client(openai_server, tmp_path).score(request, stage="t")
+    assert len(openai_server.requests) == 1

@@ -118,6 +118,11 @@ class ModelClient:
         if scorer is None or not getattr(self.backend, "can_score", True):
             raise UnsupportedFeature(f"{self.backend.identity.backend} backend cannot score labels",
                                      feature="label_scores")
+        # An endpoint found to return no logprobs is remembered in the request cache, so that a
+        # new process (a restart after a crash, a later run) does not send the probe again.
+        incapable = request_key(self.backend.identity, ChatRequest(messages=(), prompt_name="capability:no-logprobs"))
+        if self.cache.get(incapable) is not None:
+            raise UnsupportedFeature("endpoint returns no logprobs (remembered)", feature="logprobs")
         key = score_key(self.backend.identity, request)
         started = time.monotonic()
         reply = self.cache.get(key)
@@ -133,6 +138,9 @@ class ModelClient:
                 self.cache.put(key, reply, self.backend.identity.backend, self.backend.identity.model)
         except ModelCallError as exc:  # UnsupportedFeature included: the request was sent
             status, attempts = f"error: {exc.kind}", getattr(exc, "attempts", max(attempts, 1))
+            if isinstance(exc, UnsupportedFeature) and exc.feature == "logprobs":
+                self.cache.put(incapable, ChatReply(text="no logprobs"), self.backend.identity.backend,
+                               self.backend.identity.model)
             raise
         finally:
             self._record(request, key, reply, stage, user_id, item_id, cached, attempts, 0, status,

@@ -196,9 +196,7 @@ def read_label_logprobs(tokens: list[tuple[str, list[tuple[str, float]]]], items
             floor = min((lp for _, lp in alternatives), default=-30.0) if alternatives else -30.0
             raw = {label: (max(v) + math.log(sum(math.exp(x - max(v)) for x in v)) if v else floor)
                    for label, v in totals.items()}
-            top = max(raw.values())
-            norm_sum = top + math.log(sum(math.exp(v - top) for v in raw.values()))
-            found[pending[0]] = {label: round(v - norm_sum, 6) for label, v in raw.items()}
+            found[pending[0]] = normalise_logprobs(raw)
         line = (line + text).rsplit("\n", 1)[-1]
     written = _written_labels("".join(text for text, _ in tokens), items, labels, gap)
     for item in items:  # the label began inside a token (e.g. ": support"): only the written one is known
@@ -208,6 +206,14 @@ def read_label_logprobs(tokens: list[tuple[str, list[tuple[str, float]]]], items
     if missing:
         raise ValueError(f"the reply answers no label for {missing[:5]}")
     return found
+
+
+def normalise_logprobs(totals: dict[str, float]) -> dict[str, float]:
+    """Log-probabilities over a label set: the log-softmax of each label's total log-likelihood."""
+    import math
+    top = max(totals.values())
+    norm = top + math.log(sum(math.exp(v - top) for v in totals.values()))
+    return {label: round(v - norm, 6) for label, v in totals.items()}
 
 
 def _written_labels(text: str, items: tuple[str, ...], labels: tuple[str, ...], gap: str) -> dict[str, str]:

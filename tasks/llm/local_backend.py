@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from gravity_core.guided import UnsupportedSchema, check_supported, guided_json
 from gravity_core.llm import (
-    BackendIdentity, ChatReply, ChatRequest, LabelScores, ModelCallError, ScoreRequest,
+    BackendIdentity, ChatReply, ChatRequest, LabelScores, ModelCallError, ScoreRequest, normalise_logprobs,
 )
 from gravity_core.llm_config import BackendConfig
 from tasks.model_packages import resolve_model_path
@@ -222,7 +222,7 @@ class LocalBackend:
             for chunk in _chunks(segments, SEGMENT_TOKENS):
                 for (item, j, _, _), value in zip(chunk, self._score_chunk(chunk, cache, len(head))):
                     totals[item][j] = value
-            scores = {item: _normalise(dict(zip(request.labels, values))) for item, values in totals.items()}
+            scores = {item: normalise_logprobs(dict(zip(request.labels, values))) for item, values in totals.items()}
             extra = sum(len(a) - 1 + len(b) for _, _, a, b in segments)
             return LabelScores(scores=scores, method="likelihood", input_tokens=len(ids) + extra)
 
@@ -321,12 +321,6 @@ def _chunks(segments: list, budget: int) -> list[list]:
         current.append(seg)
         size += length
     return out + ([current] if current else [])
-
-
-def _normalise(totals: dict[str, float]) -> dict[str, float]:
-    """Log-probabilities over the label set (log-softmax of the labels' total log-likelihoods)."""
-    values = torch.log_softmax(torch.tensor(list(totals.values()), dtype=torch.float64), 0)
-    return {label: round(float(v), 6) for label, v in zip(totals, values)}
 
 
 def _walkable(schema: dict) -> bool:

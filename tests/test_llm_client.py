@@ -129,6 +129,38 @@ def test_cache_is_safe_under_threads(tmp_path, round_):
     assert len(cache) == 40
 
 
+class SlowEcho(FakeBackend):
+    """Echo that takes a while, so that identical requests overlap in flight."""
+
+    def complete(self, request):
+        time.sleep(0.2)
+        return super().complete(request)
+
+
+def test_identical_requests_in_flight_at_once_are_sent_once(tmp_path):
+    backend = SlowEcho("echo")
+    client = make_client(tmp_path, backend)
+    other = REQ.model_copy(update={"messages": (Message(role="user", content="other"),)})
+    start = threading.Barrier(6)
+    replies: list[str] = []
+
+    def call(request):
+        start.wait()
+        replies.append(client.complete(request, stage="t", user_id="u").text)
+    threads = [threading.Thread(target=call, args=(r,)) for r in (REQ, REQ, REQ, REQ, other, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(replies) == ["hello"] * 4 + ["other"] * 2
+    assert len(backend.requests) == 2  # one per distinct request
+    assert client.stats()["calls_made"] == 2 and client.stats()["calls_cached"] == 4
+    client.ledger.flush()
+    ledger = read_ledger(tmp_path / "run")
+    assert ledger["cached"].sum() == 4 and len(ledger) == 6
+    assert client._in_flight._held == {}  # nothing left behind
+
+
 def _fill_cache(path: str, worker: int) -> None:
     cache = RequestCache(Path(path))
     for i in range(25):

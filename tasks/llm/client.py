@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
@@ -48,6 +49,30 @@ class QuarantineSink:
         return rows
 
 
+class KeyLocks:
+    """One lock per request key while anyone holds it. Identical requests in flight at once (the
+    same book described for two readers by concurrent tasks) are sent once: the second waits for
+    the first and is then served from the cache, paid and ledgered as a cache hit."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._held: dict[str, list] = {}  # key -> [lock, holders and waiters]
+
+    @contextmanager
+    def hold(self, key: str):
+        with self._lock:
+            entry = self._held.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._held[key]
+
+
 class ModelClient:
     """A backend plus everything around it. Thread-safe; shared by a stage's tasks."""
 
@@ -64,6 +89,7 @@ class ModelClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._count_lock = threading.Lock()
+        self._in_flight = KeyLocks()
         self.calls_made = 0
         self.calls_cached = 0
         self.structured_items = 0
@@ -92,21 +118,31 @@ class ModelClient:
     def complete(self, request: ChatRequest, *, stage: str, user_id: str | None = None,
                  item_id: str | None = None, reasks: int = 0) -> ChatReply:
         """One logical call: served from cache or made (with retries), always ledgered."""
+        return self._served(request, request_key(self.backend.identity, request), self.backend.complete,
+                            stage=stage, user_id=user_id, item_id=item_id, reasks=reasks)
+
+    def _served(self, request, key: str, call: Callable, *, stage: str, user_id: str | None,
+                item_id: str | None, reasks: int = 0,
+                on_error: Callable[[ModelCallError], None] | None = None) -> ChatReply:
+        """The cache, or `call` with retries (an identical request in flight is waited for, not
+        sent again); cached and ledgered either way, failures too."""
         identity = self.backend.identity
-        key = request_key(identity, request)
         started = time.monotonic()
-        reply = self.cache.get(key)
-        cached, attempts, status = reply is not None, 0, "ok"
-        try:
-            if reply is None:
-                reply, attempts = self._attempt_loop(request)
-                self.cache.put(key, reply, identity.backend, identity.model)
-        except ModelCallError as exc:
-            status, attempts = f"error: {exc.kind}", getattr(exc, "attempts", attempts)
-            raise
-        finally:
-            self._record(request, key, reply, stage, user_id, item_id, cached, attempts, reasks,
-                         status, time.monotonic() - started)
+        with self._in_flight.hold(key):
+            reply = self.cache.get(key)
+            cached, attempts, status = reply is not None, 0, "ok"
+            try:
+                if reply is None:
+                    reply, attempts = self._attempt_loop(request, call)
+                    self.cache.put(key, reply, identity.backend, identity.model)
+            except ModelCallError as exc:  # UnsupportedFeature included: the request was sent
+                status, attempts = f"error: {exc.kind}", getattr(exc, "attempts", max(attempts, 1))
+                if on_error is not None:
+                    on_error(exc)
+                raise
+            finally:
+                self._record(request, key, reply, stage, user_id, item_id, cached, attempts, reasks,
+                             status, time.monotonic() - started)
         return reply
 
     def score(self, request: ScoreRequest, *, stage: str, user_id: str | None = None,
@@ -123,28 +159,18 @@ class ModelClient:
         incapable = request_key(self.backend.identity, ChatRequest(messages=(), prompt_name="capability:no-logprobs"))
         if self.cache.get(incapable) is not None:
             raise UnsupportedFeature("endpoint returns no logprobs (remembered)", feature="logprobs")
-        key = score_key(self.backend.identity, request)
-        started = time.monotonic()
-        reply = self.cache.get(key)
-        cached, attempts, status = reply is not None, 0, "ok"
 
         def call(req: ScoreRequest) -> ChatReply:
             scores = scorer(req)
             return ChatReply(text=scores.model_dump_json(), input_tokens=scores.input_tokens,
                              output_tokens=scores.output_tokens)
-        try:
-            if reply is None:
-                reply, attempts = self._attempt_loop(request, call)
-                self.cache.put(key, reply, self.backend.identity.backend, self.backend.identity.model)
-        except ModelCallError as exc:  # UnsupportedFeature included: the request was sent
-            status, attempts = f"error: {exc.kind}", getattr(exc, "attempts", max(attempts, 1))
+
+        def remember(exc: ModelCallError) -> None:
             if isinstance(exc, UnsupportedFeature) and exc.feature == "logprobs":
                 self.cache.put(incapable, ChatReply(text="no logprobs"), self.backend.identity.backend,
                                self.backend.identity.model)
-            raise
-        finally:
-            self._record(request, key, reply, stage, user_id, item_id, cached, attempts, 0, status,
-                         time.monotonic() - started)
+        reply = self._served(request, score_key(self.backend.identity, request), call, stage=stage,
+                             user_id=user_id, item_id=item_id, on_error=remember)
         return LabelScores.model_validate_json(reply.text)
 
     def complete_many(self, requests: list[ChatRequest], *, stage: str, user_id: str | None = None,

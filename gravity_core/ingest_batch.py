@@ -39,6 +39,15 @@ def _safe(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A record the file reader could not decode (e.g. a CSV row with a cell over the size
+    limit): quarantined with `reason`, never a crash."""
+
+    reason: str
+    raw: str = ""
+
+
 @dataclass
 class ParsedBatch:
     """Rows and quarantine rows from one batch of one source file."""
@@ -54,6 +63,9 @@ class ParsedBatch:
 
     def add(self, line_no: int, obj: object, raw: str | None = None) -> None:
         """Validate one decoded record; raw is its source text (JSON of obj when None)."""
+        if isinstance(obj, Unreadable):
+            self.reject(line_no, obj.reason, obj.raw)
+            return
         out = VALIDATORS[self.kind](obj)
         if isinstance(out, dict) and not _clean_source(raw) and not _row_encodable(out):
             out = "invalid UTF-8 in a kept field"

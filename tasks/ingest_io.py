@@ -92,10 +92,19 @@ def _parquet_records(path: Path, size: int) -> Iterator[list[tuple[int, dict]]]:
         offset += frame.height
 
 
-def _csv_records(path: Path) -> Iterator[tuple[int, dict]]:
+def _csv_records(path: Path) -> Iterator[tuple[int, dict | ingest_batch.Unreadable]]:
+    """(line, row) per CSV record; a row the csv module rejects (a cell over its size limit, a
+    NUL byte) is an `Unreadable` record for the quarantine and reading goes on after it."""
     with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         reader = csv.DictReader(handle)
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                yield reader.reader.line_num, ingest_batch.Unreadable(f"unreadable CSV row: {err}")
+                continue
             yield reader.line_num, row
 
 

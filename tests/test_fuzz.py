@@ -356,9 +356,6 @@ def test_pathological_recipe_text_is_a_recipe_error(text):
 
 
 
-@pytest.mark.xfail(strict=True, raises=Exception,
-                   reason="tasks/ingest_io._csv_records: csv.Error 'field larger than field limit' escapes "
-                          "(fix belongs in tasks/ingest_io.py, outside this change)")
 def test_users_csv_with_a_huge_cell_is_quarantined(tmp_path, taxonomy):
     huge = "U" * 200_000
     (tmp_path / "users.csv").write_text(f"user_id,country,age,gender\n{huge},US,30,female\nU2,US,40,male\n")
@@ -367,4 +364,7 @@ def test_users_csv_with_a_huge_cell_is_quarantined(tmp_path, taxonomy):
     (tmp_path / "m.jsonl").write_text(dump({"parent_asin": "P", "title": "T"}) + "\n")
     summary = ingest_files(tmp_path / "r.jsonl", tmp_path / "m.jsonl", tmp_path / "users.csv", tmp_path / "out",
                            taxonomy)
-    assert summary.users.lines_read == 2 and summary.users.quarantined == 1
+    assert summary.users.lines_read == 2 and summary.users.quarantined == 1 and summary.users.ingested == 1
+    rejected = pl.read_parquet(tmp_path / "out" / "quarantine.parquet").filter(pl.col("kind") == "user")
+    assert rejected["reason"].to_list() == ["unreadable CSV row: field larger than field limit (131072)"]
+    assert rejected["line_no"].to_list() == [2]

@@ -40,9 +40,12 @@ def run_pipeline(recipe: str, out: Path, overrides: list[str] | None, stages: li
                  ablate: bool = False, **params) -> dict:
     """Validate the recipe (fast, before Prefect starts), then run the pipeline flow (or, with
     `ablate`, the ablations flow) with the live console; print the summary table and raise on failure."""
-    from tasks.environment import load_recipe, prepare_process
+    from gravity_core.pipeline import trains
+    from tasks.environment import check_inputs, load_recipe, prepare_process
     from tasks.model_packages import check_installed
-    parsed = load_recipe(recipe, overrides)
+    parsed = load_recipe(recipe, overrides, build_train=ablate or trains(stages))
+    if not ablate:
+        check_inputs(parsed, stages)
     check_installed(parsed)
     prepare_process(parsed)
     _quiet_prefect_console()
@@ -149,7 +152,7 @@ def banks(recipe: str = RecipeOpt, set_: list[str] = SetOpt):
     """Print the knowledge banks' counts (seeds per source/topic, items per trait/style, genres)."""
     from tasks.bank_summary import load_bank_summary
     from tasks.environment import load_recipe
-    typer.echo(json.dumps(load_bank_summary(load_recipe(recipe, set_).banks), indent=2))
+    typer.echo(json.dumps(load_bank_summary(load_recipe(recipe, set_, build_train=False).banks), indent=2))
 
 
 @app.command()

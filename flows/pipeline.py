@@ -15,8 +15,8 @@ from flows.pairs import pairs_flow
 from flows.profiles import profiles_flow
 from flows.scenarios import scenarios_flow
 from flows.train import train_flow
-from gravity_core.pipeline import CohortFilter, StageName, selected_stages
-from tasks.environment import (load_recipe, prepare_process, quiet_env, results_settings, results_storage, run_context,
+from gravity_core.pipeline import CohortFilter, StageName, selected_stages, trains
+from tasks.environment import (check_inputs, load_recipe, prepare_process, quiet_env, results_settings, results_storage, run_context,
                                run_logs, with_results)
 from tasks.run_summary import summarize_run
 
@@ -41,7 +41,9 @@ def gravity_pipeline(recipe: str = "sample", overrides: list[str] | None = None,
         resume_training: Continue training from the last complete checkpoint in the run directory.
     """
     quiet_env()  # before the recipe check imports TRL (and with it huggingface_hub)
-    spec = load_recipe(recipe, [*(overrides or []), *(cohort.as_overrides() if cohort else [])])
+    spec = load_recipe(recipe, [*(overrides or []), *(cohort.as_overrides() if cohort else [])],
+                       build_train=trains(stages))
+    check_inputs(spec, stages)
     prepare_process(spec)
     ctx = run_context(spec, out)
     storage = results_storage(spec)

@@ -40,6 +40,12 @@ class CohortFilter(BaseModel):
         return [f"cohort.{key}={json.dumps(value)}" for key, value in values.items()]
 
 
+def trains(stages: list[str] | None) -> bool:
+    """Whether these stages train a model (then the `train:` section is built as TRL's config
+    before the first stage; otherwise only its keys are checked, without importing TRL)."""
+    return "train" in selected_stages(stages)
+
+
 def selected_stages(stages: list[str] | None) -> tuple[str, ...]:
     """The stages to run, in pipeline order (all when none are named)."""
     unknown = sorted(set(stages or []) - set(STAGES))

@@ -39,23 +39,37 @@ def recipe_path(recipe: str) -> Path:
     raise RecipeError(f"recipe not found: {recipe} (a YAML path, or one of {known})")
 
 
-def load_recipe(recipe: str, overrides: list[str] | None = None) -> Recipe:
-    """Parse the recipe (with `section.key=value` overrides) and validate every section, the
-    `train` section included as the real TRL config; errors name the key."""
+def load_recipe(recipe: str, overrides: list[str] | None = None, *, build_train: bool = True) -> Recipe:
+    """Parse the recipe (with `section.key=value` overrides) and validate every section; errors
+    name the key. The `train` section's keys are always checked; with `build_train` (a run that
+    trains) it is also built as the real TRL config, which imports TRL (~10 s on 2 cores)."""
     path = recipe_path(recipe)
     parsed = parse_recipe(path.read_text(encoding="utf-8"), overrides or [], source=str(path))
-    validate_train(parsed)
+    validate_train(parsed, build=build_train)
     return parsed
 
 
-def validate_train(recipe: Recipe) -> None:
+def check_inputs(recipe: Recipe, stages: list[str] | None) -> None:
+    """When the ingest stage is selected: every input file named by `data` exists (one clear
+    error before a Prefect server starts or a stage runs)."""
+    from gravity_core.pipeline import selected_stages
+    from tasks.resources import resolve_path
+    if "ingest" not in selected_stages(stages):
+        return
+    data = recipe.data
+    for name in [*data.reviews, *data.meta, *([data.users] if data.users else [])]:
+        if not resolve_path(name).is_file():
+            raise FileNotFoundError(f"input file not found: {resolve_path(name)}")
+
+
+def validate_train(recipe: Recipe, build: bool = True) -> None:
     """Check `train` before any stage runs, GRAVITY's and every trained baseline's (the recipe's
     settings + the paper's for it + `evaluate.train_overrides`): unknown keys at once (from a
-    per-version cache of the accepted keys), then build each as TRL's DPOConfig. A recipe meant for
-    GPUs (bf16/fp16) is built with the precision switched off on a machine without CUDA; the rest
-    is still checked."""
+    per-version cache of the accepted keys), then, with `build`, build each as TRL's DPOConfig. A
+    recipe meant for GPUs (bf16/fp16) is built with the precision switched off on a machine
+    without CUDA; the rest is still checked."""
     from gravity_core.evaluation.trained import train_configs
-    from gravity_core.training.config import check_train_keys, parse_train_config
+    from gravity_core.training.keys import check_train_keys
     known = train_keys(Path(recipe.llm.cache_dir))
     try:
         configs = train_configs(recipe.train, recipe.evaluate.trained, recipe.evaluate.train_overrides)
@@ -65,15 +79,21 @@ def validate_train(recipe: Recipe) -> None:
         where = "train" if method == GRAVITY else f"evaluate.train_overrides.{method}"
         try:
             check_train_keys(cfg, known)
-            raw = {**cfg, "output_dir": str(Path(recipe.llm.cache_dir) / "validate")}
-            try:
-                parse_train_config(raw)
-            except RecipeError as exc:
-                if "support bf16" not in str(exc) and "fp16" not in str(exc):
-                    raise
-                parse_train_config({**raw, "bf16": False, "fp16": False})
+            if build:
+                _build_train(cfg, Path(recipe.llm.cache_dir))
         except RecipeError as exc:
             raise RecipeError(str(exc) if method == GRAVITY else f"{where}: {exc}") from exc
+
+
+def _build_train(cfg: dict, cache_dir: Path) -> None:
+    from gravity_core.training.config import parse_train_config
+    raw = {**cfg, "output_dir": str(cache_dir / "validate")}
+    try:
+        parse_train_config(raw)
+    except RecipeError as exc:
+        if "support bf16" not in str(exc) and "fp16" not in str(exc):
+            raise
+        parse_train_config({**raw, "bf16": False, "fp16": False})
 
 
 def train_keys(cache_dir: Path) -> list[str]:

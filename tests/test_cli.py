@@ -63,13 +63,42 @@ def test_a_train_typo_fails_fast_naming_the_key(monkeypatch, capsys, tmp_path):
     assert not (tmp_path / "run" / "manifest.json").exists()  # no stage ran
 
 
-@pytest.mark.slow
+def test_a_wrong_typed_train_value_fails_before_any_stage(monkeypatch, capsys, tmp_path):
+    """TrainingArguments itself takes learning_rate 'abc' and fails only when training starts."""
+    code, out, err = gravity(monkeypatch, capsys, "run", "--out", str(tmp_path / "run"),
+                             "--set", "train.learning_rate=abc", "--set", f"llm.cache_dir={tmp_path / 'cache'}")
+    assert code == 2 and err.strip().count("\n") == 0 and "Traceback" not in out + err
+    assert "'train.learning_rate': Input should be a valid number" in err
+    assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_a_stage_that_does_not_train_checks_train_keys_without_importing_trl(tmp_path):
+    """TRL takes ~10 s to import on 2 cores: `gravity ingest` / `profiles` do not pay it (the
+    accepted keys come from a per-version cache), `gravity run` and `train` build the real config."""
+    import subprocess
+    from gravity_core.recipe import RecipeError
+    from tasks.environment import load_recipe
+    cache = f"llm.cache_dir={tmp_path / 'cache'}"
+    load_recipe("sample", [cache])  # builds the TRL config and caches the accepted keys
+    probe = ("import sys; from tasks.environment import load_recipe; from gravity_core.recipe import RecipeError\n"
+             "load_recipe('sample', sys.argv[1:], build_train=False)\n"
+             "try:\n    load_recipe('sample', [*sys.argv[1:], 'train.lerning_rate=1'], build_train=False)\n"
+             "except RecipeError as exc:\n    print(exc)\n"
+             "print('trl' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe, cache], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["unknown key(s) in 'train': train.lerning_rate", "False"]
+    with pytest.raises(RecipeError, match="train.lerning_rate"):
+        load_recipe("sample", [cache, "train.lerning_rate=1"], build_train=False)
+
+
 def test_a_missing_input_file_is_one_line_exit_2(tmp_path):
-    from tests.test_pipeline import gravity as gravity_process  # a fresh process: the flow really starts
+    from tests.test_pipeline import gravity as gravity_process  # a fresh process, as a user runs it
     done = gravity_process(tmp_path, "ingest", "--reviews", str(tmp_path / "nope.jsonl"), "--meta",
                            str(tmp_path / "meta.jsonl"), "--out", str(tmp_path / "run"))
     assert done.returncode == 2 and done.stderr.strip() == f"error: input file not found: {tmp_path / 'nope.jsonl'}"
     assert "Traceback" not in done.stdout
+    assert not (tmp_path / "run" / "manifest.json").exists()  # found before Prefect started or a stage ran
 
 
 def test_an_unknown_recipe_name_is_one_line_exit_2(monkeypatch, capsys, tmp_path):

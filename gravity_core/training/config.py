@@ -6,11 +6,17 @@ Imported lazily (TRL takes seconds to import); the recipe keeps `train:` as a ma
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
 from typing import Any, Literal
+
+import pydantic
 
 from trl import DPOConfig
 
+from gravity_core.errors import describe_validation
 from gravity_core.recipe import RecipeError
+from gravity_core.training import keys
 
 
 @dataclasses.dataclass
@@ -33,14 +39,32 @@ def train_fields() -> list[str]:
 
 
 def check_train_keys(raw: dict[str, Any], known: list[str] | None = None) -> None:
-    """Unknown keys in the recipe's `train:` mapping are errors naming each key.
+    """`keys.check_train_keys` against `known` (a cached list of `train_fields()`) or TRL's own."""
+    keys.check_train_keys(raw, known or train_fields())
 
-    Separate from construction: TrainingArguments also checks the hardware (a bf16 recipe
-    cannot be constructed on a CPU machine, but its keys can still be checked there).
-    `known` may come from a cache of `train_fields()` (importing TRL takes seconds)."""
-    unknown = sorted(set(raw) - set(known or train_fields()))
-    if unknown:
-        raise RecipeError(f"unknown key(s) in 'train': {', '.join('train.' + k for k in unknown)}")
+
+_SCALARS = (bool, int, float)
+
+
+@functools.lru_cache(maxsize=1)
+def _scalar_fields() -> type[pydantic.BaseModel]:
+    """A pydantic model of the config's number and switch fields (`x: float`, `y: bool | None`):
+    TrainingArguments takes `learning_rate: "abc"` without complaint and fails only when training
+    starts, after the model calls before it were paid for."""
+    fields = {}
+    for name, hint in typing.get_type_hints(GravityDPOConfig).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_args(hint) else [hint]
+        if len(args) == 1 and args[0] in _SCALARS:
+            fields[name] = (hint | None, None)
+    return pydantic.create_model("TrainScalars", **fields)
+
+
+def check_train_values(raw: dict[str, Any]) -> None:
+    """Numbers where the config wants numbers, true/false where it wants a switch; errors name the key."""
+    try:
+        _scalar_fields().model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise RecipeError(describe_validation(exc, field="'train.{}': {}")) from None
 
 
 def parse_train_config(raw: dict[str, Any]) -> GravityDPOConfig:
@@ -48,8 +72,7 @@ def parse_train_config(raw: dict[str, Any]) -> GravityDPOConfig:
 
     `report_to` must be set explicitly: where metrics go is never left to a library default."""
     check_train_keys(raw)
-    if "report_to" not in raw:
-        raise RecipeError("'train.report_to' must be set explicitly (e.g. none, tensorboard, wandb, mlflow)")
+    check_train_values(raw)
     try:
         return GravityDPOConfig(**raw)
     except (TypeError, ValueError) as exc:

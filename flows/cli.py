@@ -135,9 +135,17 @@ def generate(recipe: str = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetO
 
 
 @app.command()
-def run(recipe: str = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt):
+def run(recipe: str = RecipeOpt, out: Path = OutOpt, set_: list[str] = SetOpt,
+        stage: list[str] = typer.Option(None, "--stage", help="run only this stage (repeatable; they run in "
+                                        "pipeline order): ingest, profiles, scenarios, pairs, train, targets, "
+                                        "generate, baselines, judge, report")):
     """The main job: every stage as one Prefect flow (the `gravity-pipeline` deployment's flow)."""
-    run_pipeline(recipe, out, set_, None)
+    from gravity_core.pipeline import selected_stages
+    try:
+        selected_stages(stage)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--stage") from None
+    run_pipeline(recipe, out, set_, stage or None)
 
 
 @app.command()
@@ -240,9 +248,11 @@ def main() -> None:
         typer.echo("error: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - every error ends as one line (traceback with --verbose)
-        import click
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        if isinstance(exc, typer.TyperException) and isinstance(getattr(exc, "exit_code", None), int):
+            # a usage error (missing option, bad value): one line, exit 2 (typer's own click)
+            known = {c.name or c.callback.__name__ for c in app.registered_commands}
+            where = " ".join(["gravity", *[a for a in sys.argv[1:2] if a in known], "--help"])
+            typer.echo(f"error: {exc.format_message()} (see {where})", err=True)
             sys.exit(exc.exit_code)
         if VERBOSE["on"]:
             import traceback

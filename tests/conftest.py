@@ -20,6 +20,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # migrated database instead of migrating a fresh one each time (about 10 s a run on 2 cores).
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="gravity-tests-prefect-")
 atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], True)
+# Packaged models (the embedded SmolLM2) are converted from their GGUF once, into the project's
+# own model store where `make run` puts them, not again for every test's temporary llm.cache_dir
+# (about 15 s of CPU each time a test process loads the model).
+os.environ.setdefault("GRAVITY_MODEL_DIR", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                        ".gravity", "cache", "models"))
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs 2 workers on 2 cores: one torch thread per worker and per `gravity`
     # subprocess it starts (2 x 2 threads on 2 cores ran training 3 times slower).

@@ -92,6 +92,23 @@ def test_a_stage_that_does_not_train_checks_train_keys_without_importing_trl(tmp
         load_recipe("sample", [cache, "train.lerning_rate=1"], build_train=False)
 
 
+def test_run_takes_stages_and_rejects_an_unknown_one(monkeypatch, capsys, tmp_path):
+    code, out, err = gravity(monkeypatch, capsys, "run", "--out", str(tmp_path / "run"), "--stage", "ingest",
+                             "--stage", "profils")
+    assert code == 2 and "unknown stage(s) ['profils']" in err and "Traceback" not in out + err
+    assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run"], "error: Missing option '--out' / '-o'. (see gravity run --help)"),
+    (["run", "--out"], "error: Option '--out' requires an argument. (see gravity run --help)"),
+    (["nosuch"], "error: No such command 'nosuch'. (see gravity --help)"),
+])
+def test_usage_errors_are_one_line_exit_2(monkeypatch, capsys, args, message):
+    code, out, err = gravity(monkeypatch, capsys, *args)
+    assert code == 2 and err.strip() == message and "Traceback" not in out
+
+
 def test_a_missing_input_file_is_one_line_exit_2(tmp_path):
     from tests.test_pipeline import gravity as gravity_process  # a fresh process, as a user runs it
     done = gravity_process(tmp_path, "ingest", "--reviews", str(tmp_path / "nope.jsonl"), "--meta",

@@ -79,23 +79,31 @@ class SlowEndpoint:
         self._server.shutdown()
 
 
-def _command(tmp_path: Path, args: list[str], overrides: list[str]) -> tuple[list[str], dict]:
+def _command(tmp_path: Path, args: list[str], overrides: list[str], api_url: str | None = None
+             ) -> tuple[list[str], dict]:
+    """The command line and environment of `gravity ARGS`: its own temporary Prefect server, or
+    the server at `api_url` (a worker's setting; spares the ~15 s CPU of starting one)."""
     sets = [f"llm.cache_dir={tmp_path / 'cache'}", f"scenarios.pool_dir={tmp_path / 'pool'}", *overrides]
     cmd = [sys.executable, "-c", "from flows.cli import main; main()", *args, *[a for s in sets for a in ("--set", s)]]
     env = {**os.environ, "COLUMNS": "160", "OPENAI_API_KEY": "test-key",
            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
     return cmd, env
 
 
-def gravity(tmp_path: Path, *args: str, overrides: list[str] = ()) -> subprocess.CompletedProcess:
-    cmd, env = _command(tmp_path, list(args), list(overrides))
+def gravity(tmp_path: Path, *args: str, overrides: list[str] = (), api_url: str | None = None
+            ) -> subprocess.CompletedProcess:
+    cmd, env = _command(tmp_path, list(args), list(overrides), api_url)
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
 
 
-def kill_when(tmp_path: Path, args: list[str], overrides: list[str], ready, limit_s: float = 600) -> dict[int, str]:
+def kill_when(tmp_path: Path, args: list[str], overrides: list[str], ready, limit_s: float = 600,
+              api_url: str | None = None) -> dict[int, str]:
     """Start `gravity ARGS` in its own session, SIGKILL its whole group once `ready()` holds;
     returns its process tree (pid: command line) as it was just before the kill."""
-    cmd, env = _command(tmp_path, args, overrides)
+    cmd, env = _command(tmp_path, args, overrides, api_url)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + limit_s
     try:
@@ -179,26 +187,29 @@ def _adapter(run_dir: Path) -> dict:
     return load_file(str(run_dir / "train" / "gravity" / "adapter" / "adapter_model.safetensors"))
 
 
-def test_training_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path):
+def test_training_killed_after_a_checkpoint_resumes_to_the_same_weights(tmp_path, prefect_harness):
+    # Every process here talks to the session's Prefect server, as runs on a worker do (the
+    # profiles test above covers a killed run's own temporary server).
+    from prefect.settings import PREFECT_API_URL
+    api = PREFECT_API_URL.value()
     base = tmp_path / "base"
-    prep = subprocess.run(
-        [sys.executable, "-c", "import sys; from flows.pipeline import gravity_pipeline; gravity_pipeline("
-         "recipe='sample', overrides=sys.argv[2:], out=sys.argv[1], stages=['ingest','profiles','scenarios','pairs'])",
-         str(base), *FAKE, *SMALL, *TRAIN, f"llm.cache_dir={tmp_path / 'cache'}", f"scenarios.pool_dir={tmp_path / 'pool'}"],
-        capture_output=True, text=True, env=_command(tmp_path, [], [])[1], timeout=900)
+    prep = gravity(tmp_path, "run", "--out", str(base), *[a for s in ("ingest", "profiles", "scenarios", "pairs")
+                                                          for a in ("--stage", s)],
+                   overrides=[*FAKE, *SMALL, *TRAIN], api_url=api)
     assert prep.returncode == 0, prep.stderr[-2000:]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     shutil.copytree(base, straight)
     shutil.copytree(base, killed)
 
-    done = gravity(tmp_path, "train", "--out", str(straight), overrides=[*FAKE, *SMALL, *TRAIN])
+    done = gravity(tmp_path, "train", "--out", str(straight), overrides=[*FAKE, *SMALL, *TRAIN], api_url=api)
     assert done.returncode == 0, done.stderr[-2000:]
     checkpoints = killed / "train" / "gravity" / "checkpoints"
     tree = kill_when(tmp_path, ["train", "--out", str(killed)], [*FAKE, *SMALL, *TRAIN],
-                     ready=lambda: any(checkpoints.glob("checkpoint-*/trainer_state.json")))
+                     ready=lambda: any(checkpoints.glob("checkpoint-*/trainer_state.json")), api_url=api)
     assert not survivors(tree)
     assert not (killed / "train" / "gravity" / "adapter" / "adapter_model.safetensors").exists()
-    resumed = gravity(tmp_path, "train", "--out", str(killed), "--resume", overrides=[*FAKE, *SMALL, *TRAIN])
+    resumed = gravity(tmp_path, "train", "--out", str(killed), "--resume", overrides=[*FAKE, *SMALL, *TRAIN],
+                      api_url=api)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
     metrics = json.loads((killed / "manifest.json").read_text())["stages"]["train"]

@@ -27,6 +27,7 @@ def _fake_parts(tmp_path: Path, monkeypatch, chunks: list[bytes]) -> list[ModelP
         (pkg / "data" / f"part{i:02d}.bin").write_bytes(chunk)
         parts.append(ModelPart(dist=f"gvtest-part{i}", version="1.0", module=f"gvtestpart{i}", file=f"data/part{i:02d}.bin"))
     monkeypatch.syspath_prepend(str(root))
+    monkeypatch.delenv(model_packages.MODEL_DIR_ENV, raising=False)  # the tests' shared store: not here
     importlib.invalidate_caches()
     return parts
 
@@ -43,6 +44,9 @@ def test_parts_are_joined_in_order_and_checked(tmp_path, monkeypatch):
     assert path.read_bytes() == b"".join(chunks) and path.parent == tmp_path / "cache" / "models"
     assert "gvtestpart1" not in sys.modules  # located with importlib, the publisher's code never runs
     assert model_packages.gguf_path(model, tmp_path / "cache") == path  # reused
+    monkeypatch.setenv(model_packages.MODEL_DIR_ENV, str(tmp_path / "shared"))  # one store for every cache
+    assert model_packages.gguf_path(model, tmp_path / "other-cache") == tmp_path / "shared" / "gv-test.gguf"
+    assert model_packages.converted_folder(model, tmp_path / "other-cache") == tmp_path / "shared" / "gv-test"
 
 
 def test_a_corrupt_part_is_one_clear_error_and_leaves_nothing_behind(tmp_path, monkeypatch):

@@ -97,10 +97,13 @@ def _build_train(cfg: dict, cache_dir: Path) -> None:
 
 
 def train_keys(cache_dir: Path) -> list[str]:
-    """The keys `train:` accepts, cached per TRL/transformers version (importing TRL is slow)."""
+    """The keys `train:` accepts, cached per TRL/transformers version and per version of our own
+    config class (a hash of its source file, read without importing it: importing TRL is slow)."""
     import json
     from importlib.metadata import version
-    path = cache_dir / f"train-keys-trl{version('trl')}-tf{version('transformers')}.json"
+    from importlib.util import find_spec
+    ours = hashlib.sha256(Path(find_spec("gravity_core.training.config").origin).read_bytes()).hexdigest()[:8]
+    path = cache_dir / f"train-keys-trl{version('trl')}-tf{version('transformers')}-{ours}.json"
     if path.exists():
         return json.loads(path.read_text())
     from gravity_core.training.config import train_fields

@@ -129,6 +129,15 @@ def _single_process_distributed_env() -> None:
         os.environ.setdefault(key, value)
 
 
+def cpu_precision(raw: dict) -> dict:
+    """On a machine without CUDA whose CPU multiplies bf16 natively, train with bf16 autocast
+    (`train.cpu_bf16`, on by default; the weights stay fp32). Elsewhere the config as given."""
+    from tasks.environment import cpu_has_bf16
+    if torch.cuda.is_available() or not raw.get("cpu_bf16", True) or raw.get("fp16") or not cpu_has_bf16():
+        return raw
+    return {**raw, "bf16": True}
+
+
 # Undo what training writes to os.environ (the rendezvous variables above; transformers sets
 # ACCELERATE_USE_DEEPSPEED for a DeepSpeed config): a later training, or a subprocess, of the same
 # process must not inherit a DeepSpeed launch it did not ask for.
@@ -139,7 +148,7 @@ def train_adapter(raw_cfg: dict, layout: RunLayout, method: str, cache_dir: Path
     save it with a model card. Returns a summary."""
     if raw_cfg.get("deepspeed"):
         _single_process_distributed_env()
-    cfg = parse_train_config({**raw_cfg, "output_dir": str(layout.checkpoints(method))})
+    cfg = parse_train_config(cpu_precision({**raw_cfg, "output_dir": str(layout.checkpoints(method))}))
     started = time.time()
     train, evaluation = _splits(layout.training_data(method), cfg)
     if train.num_rows == 0:  # e.g. every PrefAlign pair was dropped: say so instead of crashing in TRL

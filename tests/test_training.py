@@ -132,3 +132,24 @@ def test_batched_scoring_equals_one_reply_at_a_time():
     single = Scorer(model, tokenizer, max_length=96, batch_size=1).logp_many(items)
     assert all(b < 0 for b in batched)
     assert batched == pytest.approx(single, abs=1e-3)
+
+
+@pytest.mark.parametrize("cuda, native, raw, bf16", [
+    (False, True, {}, True),                                  # a CPU with AVX512-BF16/AMX: bf16 autocast
+    (False, True, {"cpu_bf16": False}, None),                 # switched off: fp32
+    (False, False, {}, None),                                 # emulated bf16 would be slower: fp32
+    (True, True, {"bf16": False}, False),                     # CUDA: the recipe's own `bf16` decides
+])
+def test_cpu_training_precision(monkeypatch, cuda, native, raw, bf16):
+    import tasks.environment
+    from tasks.training import cpu_precision
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(tasks.environment, "cpu_has_bf16", lambda: native)
+    assert cpu_precision(raw).get("bf16") == bf16
+
+
+def test_a_new_train_key_of_ours_is_accepted_by_the_cached_key_list(tmp_path):
+    from tasks.environment import load_recipe
+    load_recipe("sample", [f"llm.cache_dir={tmp_path}", "train.cpu_bf16=false"])  # cache written, key known
+    assert load_recipe("sample", [f"llm.cache_dir={tmp_path}", "train.cpu_bf16=false"], build_train=False)
+    assert len(list(tmp_path.glob("train-keys-*.json"))) == 1

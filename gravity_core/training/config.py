@@ -31,6 +31,9 @@ class GravityDPOConfig(DPOConfig):
     lora_target_modules: str = dataclasses.field(default="all-linear", metadata={"help": "LoRA targets"})
     quantization: Literal["none", "4bit"] = dataclasses.field(default="none", metadata={"help": "4bit = QLoRA"})
     heldout_eval_rows: int = dataclasses.field(default=200, metadata={"help": "held-out pairs scored after training"})
+    cpu_bf16: bool = dataclasses.field(default=True, metadata={
+        "help": "without CUDA, train with bf16 autocast where the CPU multiplies bf16 natively (AVX512-BF16 or "
+                "AMX; about 2x faster DPO steps on such a 2-core machine); false keeps fp32. `bf16` is the GPU setting"})
 
 
 def train_fields() -> list[str]:

@@ -45,7 +45,6 @@ class Unreadable:
     limit): quarantined with `reason`, never a crash."""
 
     reason: str
-    raw: str = ""
 
 
 @dataclass
@@ -64,7 +63,7 @@ class ParsedBatch:
     def add(self, line_no: int, obj: object, raw: str | None = None) -> None:
         """Validate one decoded record; raw is its source text (JSON of obj when None)."""
         if isinstance(obj, Unreadable):
-            self.reject(line_no, obj.reason, obj.raw)
+            self.reject(line_no, obj.reason, "")
             return
         out = VALIDATORS[self.kind](obj)
         if isinstance(out, dict) and not _clean_source(raw) and not _row_encodable(out):

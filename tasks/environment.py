@@ -53,13 +53,11 @@ def check_inputs(recipe: Recipe, stages: list[str] | None) -> None:
     """When the ingest stage is selected: every input file named by `data` exists (one clear
     error before a Prefect server starts or a stage runs)."""
     from gravity_core.pipeline import selected_stages
+    from tasks.ingest_io import require_files
     from tasks.resources import resolve_path
-    if "ingest" not in selected_stages(stages):
-        return
-    data = recipe.data
-    for name in [*data.reviews, *data.meta, *([data.users] if data.users else [])]:
-        if not resolve_path(name).is_file():
-            raise FileNotFoundError(f"input file not found: {resolve_path(name)}")
+    if "ingest" in selected_stages(stages):
+        data = recipe.data
+        require_files([resolve_path(name) for name in [*data.reviews, *data.meta, *([data.users] if data.users else [])]])
 
 
 def validate_train(recipe: Recipe, build: bool = True) -> None:

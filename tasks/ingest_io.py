@@ -48,7 +48,8 @@ class IngestSummary(BaseModel):
     outputs: dict[str, Path]
 
 
-def _require(paths: list[Path]) -> list[Path]:
+def require_files(paths: list[Path]) -> list[Path]:
+    """The paths, each checked to be a file (FileNotFoundError naming the first missing one)."""
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"input file not found: {path}")
@@ -62,7 +63,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, str]]:
     Raises FileNotFoundError at once, ValueError for a corrupt or truncated gzip stream.
     """
     path = Path(path)
-    _require([path])
+    require_files([path])
     return _lines(path)
 
 
@@ -215,9 +216,9 @@ def ingest_files(
     Writes reviews.parquet, books.parquet (with genre), users.parquet (when a users file is
     given) and quarantine.parquet, all or none. Raises FileNotFoundError for a missing input.
     """
-    inputs: dict[str, list[Path]] = {"review": _require(_as_list(reviews)), "book": _require(_as_list(meta))}
+    inputs: dict[str, list[Path]] = {"review": require_files(_as_list(reviews)), "book": require_files(_as_list(meta))}
     if users is not None:
-        inputs["user"] = _require(_as_list(users))
+        inputs["user"] = require_files(_as_list(users))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = Path(tempfile.mkdtemp(prefix=".ingest-parts-", dir=out_dir))

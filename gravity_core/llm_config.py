@@ -62,6 +62,8 @@ class BackendConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="local backend: weights' precision; auto = bf16 on CUDA and on CPUs with native "
                             "bf16 matmuls (AVX512-BF16 or AMX), else fp32")
+    max_batch: int = Field(8, ge=1, description="local backend: free-text requests that wait for the model at "
+                           "the same time are decoded together, up to this many")
     fake_script: str | None = Field(None, description="fake backend: name of a registered script")
     batch: bool = Field(False, description="send batched calls through the provider Batch API "
                                            "(openai only; discounted, up to 24 h latency)")

@@ -15,15 +15,16 @@ from gravity_core.training.evaluate import preference_metrics, sensitivity, with
 from tasks.records_io import read_frame
 from tasks.resources import load_phrasing
 from tasks.rundir import write_text_atomic
-from tasks.training import load_base
+from tasks.training import cpu_precision, load_base
 
 
 class Scorer:
     """Sequence log-probabilities of assistant replies given their prompt turns, scored in
     right-padded batches (one forward pass per batch, not per reply)."""
 
-    def __init__(self, model, tokenizer, max_length: int, batch_size: int = 8):
+    def __init__(self, model, tokenizer, max_length: int, batch_size: int = 8, cpu_bf16: bool = False):
         self.model, self.tok, self.max_length, self.batch_size = model, tokenizer, max_length, batch_size
+        self.cpu_bf16 = cpu_bf16  # bf16 autocast on a CPU that multiplies bf16 natively, as training does
 
     def _encode(self, prompt: list[dict], reply: str) -> tuple[list[int], int]:
         """Token ids of prompt + reply (cut to max_length) and where the reply starts."""
@@ -49,9 +50,14 @@ class Scorer:
         width = max(len(ids) for ids, _ in encoded)
         ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in encoded])
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in encoded])
-        logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        picked = logits.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
-        return [float(picked[row, start - 1:len(x) - 1].sum()) if len(x) > start else 0.0
+        # Logits only from the first position that predicts a reply token: the prompts (most of
+        # each sequence) need no vocabulary projection.
+        first = max(min(start for _, start in encoded) - 1, 0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16):
+            out = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=width - first)
+        logits = out.logits[:, :-1].float()  # position first + j predicts token first + j + 1
+        picked = logits.gather(-1, ids[:, first + 1:].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+        return [float(picked[row, start - 1 - first:len(x) - 1 - first].sum()) if len(x) > start else 0.0
                 for row, (x, start) in enumerate(encoded)]
 
 
@@ -96,14 +102,16 @@ def evaluate_heldout(layout: RunLayout, method: str, raw_cfg: dict, statements: 
     cfg = parse_train_config(raw_cfg)
     base, tokenizer = load_base(cfg, cache_dir)
     model = PeftModel.from_pretrained(base, str(layout.adapter(method))).eval()
-    scorer = Scorer(model, tokenizer, cfg.max_length or 512)
+    cpu_bf16 = not torch.cuda.is_available() and bool(cpu_precision(raw_cfg).get("bf16"))
+    scorer = Scorer(model, tokenizer, cfg.max_length or 512, cpu_bf16=cpu_bf16)
     heldout = load_from_disk(str(layout.pairs_hf))["heldout"]
     rows = [heldout[i] for i in range(min(cfg.heldout_eval_rows, heldout.num_rows))]
     values = _value_rows(layout, [r["pair_id"] for r in rows if r["facet"] == "value"], statements)
     flip_trained, flip_base = _flip_rows(model, scorer, values)
     result = {"preference": preference_metrics(_pair_rows(model, scorer, rows), cfg.beta),
               "profile_sensitivity": {"trained": sensitivity(flip_trained), "base": sensitivity(flip_base)},
-              "heldout_rows": heldout.num_rows, "evaluated_rows": len(rows)}
+              "heldout_rows": heldout.num_rows, "evaluated_rows": len(rows),
+              "precision": "bf16 autocast (CPU)" if cpu_bf16 else str(base.dtype).removeprefix("torch.")}
     write_text_atomic(layout.heldout_eval(method), json.dumps(result, indent=2))
     return result
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from gravity_core.layout import RunLayout
 from gravity_core.manifest import StageRecord
 from gravity_core.recipe import Recipe
+from tasks.llm.factory import release_local_models
 from tasks.progress import BOARD, CURRENT_STAGE
 from tasks.rundir import record_stage, write_parquet_atomic
 
@@ -65,6 +66,7 @@ def gravity_stage(name: str):
                 raise
             finally:
                 CURRENT_STAGE.reset(token)
+                release_local_models()
             return close_stage(ctx, name, started, result, recipe.run.max_failed_fraction)
         return run
     return decorate

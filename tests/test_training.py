@@ -132,6 +132,15 @@ def test_batched_scoring_equals_one_reply_at_a_time():
     single = Scorer(model, tokenizer, max_length=96, batch_size=1).logp_many(items)
     assert all(b < 0 for b in batched)
     assert batched == pytest.approx(single, abs=1e-3)
+    # against the full logits, computed by hand (the scorer projects only the reply positions)
+    import torch
+    prompt, reply = items[1]
+    head = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(prompt + turn("assistant", reply), tokenize=False)
+    start, ids = len(tokenizer.encode(head, add_special_tokens=False)), tokenizer.encode(full, add_special_tokens=False)
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
+    assert batched[1] == pytest.approx(sum(logp[k - 1, ids[k]].item() for k in range(start, len(ids))), abs=1e-3)
 
 
 @pytest.mark.parametrize("cuda, native, raw, bf16", [

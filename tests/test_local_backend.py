@@ -63,12 +63,49 @@ def test_concurrent_free_text_requests_are_decoded_together():
     assert sum(sizes) == 6 and max(sizes) == 4 and len(sizes) == 2  # max_batch caps a batch
 
 
+def test_first_calls_that_wait_for_the_weights_are_decoded_together():
+    """Tasks that start while the weights load must not then take turns at the model one request
+    at a time (a convoy on the model lock did that to generation: 8 users, 8 decodes)."""
+    from tasks.llm.local_backend import LocalBackend
+    requests = _requests(5)
+    expected = [_backend().complete(r).text for r in requests]
+    fresh = LocalBackend(BackendConfig(model=EMBEDDED_MODEL, dtype="float32", torch_threads=1), Path(".gravity/cache"))
+    sizes = _counting(fresh)
+    replies: dict = {}
+    threads = [threading.Thread(target=lambda i=i: replies.__setitem__(i, fresh.complete(requests[i]).text))
+               for i in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [replies[i] for i in range(5)] == expected
+    assert sizes == [5]
+
+
+def test_users_batches_are_decoded_together():
+    """Two tasks, each sending one user's requests as a batch (`complete_many`), share decoding."""
+    backend, requests = _backend(), _requests(6)
+    expected = [backend.complete(r).text for r in requests]
+    sizes = _counting(backend)
+    replies: dict = {}
+    threads = [threading.Thread(target=lambda i=i: replies.__setitem__(i, backend.complete_batch(requests[i:i + 3])))
+               for i in (0, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r.text for i in (0, 3) for r in replies[i]] == expected
+    assert sizes == [6]
+
+
 def test_a_failed_batch_fails_each_of_its_requests_with_a_model_call_error():
     from gravity_core.llm import ModelCallError
     backend = _backend()
     backend._generate_ids = lambda prompts, params: (_ for _ in ()).throw(RuntimeError("boom"))
     with pytest.raises(ModelCallError, match="local generation failed: RuntimeError: boom"):
         backend.complete(_requests(1)[0])
+    replies = backend.complete_batch(_requests(2))
+    assert all(isinstance(r, ModelCallError) and "boom" in str(r) for r in replies)
     assert backend._waiting == []
 
 

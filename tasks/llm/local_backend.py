@@ -153,18 +153,24 @@ class LocalBackend:
         self._prefix_tokens = 0  # how many cached prompt tokens fit in PREFIX_BYTES (set by load)
         self._waiting: list[_Waiting] = []  # free-text requests queued for the next batch
         self._queue_lock = threading.Lock()
+        self._load_lock = threading.Lock()  # taken after the model lock, never before it
 
     def load(self) -> "LocalBackend":
         """Load weights (and adapter) once; idempotent. Not done in __init__ (no I/O there)."""
-        if not self._loaded:  # checked without the model lock: callers waiting to join a batch queue first
-            with self._lock:
-                self._load_locked()
+        # Not under the model lock: a caller that waits for the weights must not then queue for the
+        # model behind one that is decoding (that convoy decoded one request at a time).
+        self._load_locked()
         return self
 
     def _load_locked(self) -> None:
-        """Load if not loaded (the caller holds the model lock; a stage's end may have unloaded)."""
+        """Load if not loaded (also called under the model lock: a stage's end may have unloaded)."""
         if self._loaded:
             return
+        with self._load_lock:
+            if not self._loaded:
+                self._load_weights()
+
+    def _load_weights(self) -> None:
         from tasks.environment import torch_threads
         if threads := torch_threads(self.cfg.torch_threads):
             torch.set_num_threads(threads)
@@ -185,7 +191,7 @@ class LocalBackend:
     def unload(self) -> None:
         """Drop the weights and the cached KV prefixes (a stage that is done with the model frees
         its memory for the next one); the next call loads them again."""
-        with self._lock:
+        with self._lock, self._load_lock:
             if self._loaded:
                 del self.model, self.tokenizer
                 self._prefixes.clear()
@@ -216,44 +222,51 @@ class LocalBackend:
             raise ModelCallError(f"out of memory: {exc}", retryable=False, kind="oom") from None
 
     def _queued(self, request: ChatRequest) -> ChatReply:
-        """Free text. The request joins the queue; whoever holds the model next decodes every
-        queued request with the same sampling parameters (up to `max_batch`) in one `generate`,
-        so concurrent callers share the decoding steps (3.3x the throughput at 8 on 2 CPU cores)."""
-        mine = _Waiting(request)
+        reply = self._decode_queued([request])[0]
+        if isinstance(reply, ModelCallError):
+            raise reply
+        return reply
+
+    def complete_batch(self, requests: list[ChatRequest]) -> list[ChatReply | ModelCallError]:
+        """Free-text requests decoded in batches, together with other callers' queued requests
+        (a failed item is a `ModelCallError` in its place); requests with a schema one by one."""
+        if any(r.output_schema for r in requests):
+            return [self.complete(r) for r in requests]
+        self.load()
+        return self._decode_queued(requests)
+
+    def _decode_queued(self, requests: list[ChatRequest]) -> list[ChatReply | ModelCallError]:
+        """Free text. The requests join the queue; whoever holds the model next decodes queued
+        requests with the same sampling parameters (its own first, up to `max_batch`) in one
+        `generate`, so concurrent callers (one task per user) share the decoding steps: 8 at once
+        take 2.3 s each instead of 7.5 s on 2 CPU cores. Returns when all of these are answered."""
+        mine = [_Waiting(r) for r in requests]
         with self._queue_lock:
-            self._waiting.append(mine)
-        with self._lock:
-            if mine.reply is None and mine.error is None:
+            self._waiting.extend(mine)
+        while pending := [w for w in mine if w.reply is None and w.error is None]:
+            with self._lock:
+                pending = [w for w in pending if w.reply is None and w.error is None]
+                if not pending:
+                    break
                 self._load_locked()
                 if len(self._waiting) < self.cfg.max_batch:
                     time.sleep(GATHER_S)  # concurrent tasks start a little apart: let them join
+                params = pending[0].request.params
                 with self._queue_lock:
-                    mates = [w for w in self._waiting if w is not mine and w.request.params == request.params]
-                    batch = [mine, *mates[: self.cfg.max_batch - 1]]
+                    same = [w for w in self._waiting if w.request.params == params]
+                    batch = ([w for w in same if w in pending] + [w for w in same if w not in pending])
+                    batch = batch[: self.cfg.max_batch]
                     self._waiting = [w for w in self._waiting if w not in batch]
                 try:
                     with torch.inference_mode():
-                        replies = self._generate_ids([self._prompt_ids(w.request) for w in batch], request.params)
+                        replies = self._generate_ids([self._prompt_ids(w.request) for w in batch], params)
                 except BaseException as exc:  # noqa: BLE001 - every request of the batch gets the failure
                     for waiting in batch:
                         waiting.error = exc
                 else:
                     for waiting, reply in zip(batch, replies):
                         waiting.reply = reply
-        if mine.error is not None:
-            if isinstance(mine.error, (ModelCallError, torch.OutOfMemoryError)):
-                raise mine.error
-            raise ModelCallError(f"local generation failed: {type(mine.error).__name__}: {mine.error}",
-                                 retryable=False) from mine.error
-        return mine.reply
-
-    def complete_batch(self, requests: list[ChatRequest]) -> list[ChatReply]:
-        """Free-text requests with the same sampling parameters in one left-padded `generate`."""
-        if len({r.params for r in requests}) > 1 or any(r.output_schema for r in requests):
-            return [self.complete(r) for r in requests]
-        with self._lock, torch.inference_mode():
-            self._load_locked()
-            return self._generate_ids([self._prompt_ids(r) for r in requests], requests[0].params)
+        return [w.reply if w.error is None else _call_error(w.error) for w in mine]
 
     def _generate_ids(self, prompts: list[list[int]], params) -> list[ChatReply]:
         """`model.generate` over left-padded prompts (the caller holds the lock); each row sampled
@@ -370,6 +383,15 @@ MIN_PREFIX_TOKENS = 4096
 GATHER_S = 0.2  # how long a free-text batch waits for concurrent requests (a decode takes seconds)
 MIN_SHARED = 32        # shortest common prefix worth extending an entry in place
 DTYPE_TAGS = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def _call_error(exc: BaseException) -> ModelCallError:
+    """A batch's failure as each of its requests sees it."""
+    if isinstance(exc, ModelCallError):
+        return exc
+    if isinstance(exc, torch.OutOfMemoryError):
+        return ModelCallError(f"out of memory: {exc}", retryable=False, kind="oom")
+    return ModelCallError(f"local generation failed: {type(exc).__name__}: {exc}", retryable=False)
 
 
 def kv_bytes_per_token(config, dtype: torch.dtype) -> int:

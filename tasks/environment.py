@@ -205,3 +205,17 @@ def run_logs(layout: RunLayout, name: str = "run.log"):
     finally:
         root.removeHandler(handler)
         handler.close()
+
+
+def release_memory() -> None:
+    """Collect garbage (trainers and models hold reference cycles) and hand freed heap pages back
+    to the OS with glibc's malloc_trim: otherwise a finished stage's or adapter's tensors stay in
+    the process's resident set and the next one's are added on top. A no-op trim without glibc."""
+    import ctypes
+    import ctypes.util
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -14,6 +14,7 @@ from gravity_core.records import PreferencePair
 from gravity_core.training.evaluate import preference_metrics, sensitivity, with_stance
 from tasks.records_io import read_frame
 from tasks.resources import load_phrasing
+from tasks.environment import release_memory
 from tasks.rundir import write_text_atomic
 from tasks.training import cpu_precision, load_base
 
@@ -113,6 +114,8 @@ def evaluate_heldout(layout: RunLayout, method: str, raw_cfg: dict, statements: 
               "heldout_rows": heldout.num_rows, "evaluated_rows": len(rows),
               "precision": "bf16 autocast (CPU)" if cpu_bf16 else str(base.dtype).removeprefix("torch.")}
     write_text_atomic(layout.heldout_eval(method), json.dumps(result, indent=2))
+    del model, base, scorer
+    release_memory()
     return result
 
 

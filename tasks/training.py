@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from gravity_core.layout import RunLayout
 from gravity_core.training.card import last_complete_checkpoint, model_card, sft_kwargs
 from gravity_core.training.config import GravityDPOConfig, parse_train_config
+from tasks.environment import release_memory
 from tasks.model_packages import resolve_model_path
 
 TRAIN_COLUMNS = ["prompt", "chosen", "rejected"]
@@ -158,16 +159,21 @@ def train_adapter(raw_cfg: dict, layout: RunLayout, method: str, cache_dir: Path
     trainer = _quiet(_trainer(cfg, model, tokenizer, train, evaluation,
                               [MetricsFile(layout.train_metrics(method)), *(callbacks or [])]))
     checkpoint = resume_point(layout.checkpoints(method)) if resume else None
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    adapter = layout.adapter(method)
-    trainer.save_model(str(adapter))
-    tokenizer.save_pretrained(str(adapter))
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        adapter = layout.adapter(method)
+        trainer.save_model(str(adapter))
+        tokenizer.save_pretrained(str(adapter))
+        args, steps = trainer.args, trainer.state.global_step
+    finally:  # the next adapter's training must not start on top of this one's memory
+        del trainer, model
+        release_memory()
     metrics = {**result.metrics, "train_rows": train.num_rows, "resumed_from": checkpoint}
-    if trainer.args.process_index == 0:
+    if args.process_index == 0:
         hyper = {k: getattr(cfg, k) for k in ("beta", "learning_rate", "lr_scheduler_type", "warmup_steps",
                                                "weight_decay", "optim", "per_device_train_batch_size",
                                                "gradient_accumulation_steps", "num_train_epochs", "max_steps",
                                                "lora_r", "lora_alpha", "lora_dropout", "quantization", "seed")}
         (adapter / "README.md").write_text(model_card(cfg.base_model, cfg.method, facets or {}, hyper, metrics, run_id, method))
     return {"adapter": str(adapter), "metrics": metrics, "seconds": round(time.time() - started, 1),
-            "steps": trainer.state.global_step, "method": cfg.method}
+            "steps": steps, "method": cfg.method}

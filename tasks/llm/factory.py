@@ -42,22 +42,10 @@ def release_local_models() -> None:
     A backend object stays (its identity keys caches); it loads again on its next call."""
     if not _LOCAL_MODELS:
         return
-    import gc
+    from tasks.environment import release_memory
     for backend in _LOCAL_MODELS.values():
         backend.unload()
-    gc.collect()
-    trim_heap()
-
-
-def trim_heap() -> None:
-    """glibc's malloc_trim: return freed heap pages to the OS (freed tensors otherwise stay in the
-    process's resident set); a no-op where the C library has no such call."""
-    import ctypes
-    import ctypes.util
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    release_memory()
 
 
 def adapter_tag(adapter: str) -> str:

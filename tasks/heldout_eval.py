@@ -52,8 +52,11 @@ class Scorer:
         ids = torch.tensor([x + [pad] * (width - len(x)) for x, _ in encoded])
         mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in encoded])
         # Logits only from the first position that predicts a reply token: the prompts (most of
-        # each sequence) need no vocabulary projection.
-        first = max(min(start for _, start in encoded) - 1, 0)
+        # each sequence) need no vocabulary projection. Replies cut off entirely score 0.0.
+        starts = [start for x, start in encoded if len(x) > start]
+        if not starts:
+            return [0.0] * len(encoded)
+        first = max(min(starts) - 1, 0)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16):
             out = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=width - first)
         logits = out.logits[:, :-1].float()  # position first + j predicts token first + j + 1

@@ -131,6 +131,12 @@ def test_batched_scoring_equals_one_reply_at_a_time():
     batched = Scorer(model, tokenizer, max_length=96, batch_size=8).logp_many(items)
     single = Scorer(model, tokenizer, max_length=96, batch_size=1).logp_many(items)
     assert all(b < 0 for b in batched)
+    # a batch whose replies are all cut off by max_length (a long prompt) scores 0.0, and one
+    # with a reply that still fits beside it is unaffected
+    long = (turn("user", "Describe this book. " * 40), "A gentle story.")
+    assert Scorer(model, tokenizer, max_length=96, batch_size=8).logp_many([long, long]) == [0.0, 0.0]
+    assert Scorer(model, tokenizer, max_length=96, batch_size=8).logp_many([long, items[0]])[1] == \
+        pytest.approx(batched[0], abs=1e-3)
     assert batched == pytest.approx(single, abs=1e-3)
     # against the full logits, computed by hand (the scorer projects only the reply positions)
     import torch

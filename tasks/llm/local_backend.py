@@ -263,6 +263,8 @@ class LocalBackend:
                 except BaseException as exc:  # noqa: BLE001 - every request of the batch gets the failure
                     for waiting in batch:
                         waiting.error = exc
+                    if not isinstance(exc, Exception):  # an interrupt stays an interrupt here
+                        raise
                 else:
                     for waiting, reply in zip(batch, replies):
                         waiting.reply = reply

@@ -156,19 +156,15 @@ class LocalBackend:
         self._load_lock = threading.Lock()  # taken after the model lock, never before it
 
     def load(self) -> "LocalBackend":
-        """Load weights (and adapter) once; idempotent. Not done in __init__ (no I/O there)."""
-        # Not under the model lock: a caller that waits for the weights must not then queue for the
-        # model behind one that is decoding (that convoy decoded one request at a time).
-        self._load_locked()
+        """Load weights (and adapter) once; idempotent. Not done in __init__ (no I/O there). Takes
+        the load lock, not the model lock: a caller that waits for the weights must not then queue
+        for the model behind one that is decoding (that convoy decoded one request at a time).
+        Also called under the model lock, since a stage's end may have unloaded."""
+        if not self._loaded:
+            with self._load_lock:
+                if not self._loaded:
+                    self._load_weights()
         return self
-
-    def _load_locked(self) -> None:
-        """Load if not loaded (also called under the model lock: a stage's end may have unloaded)."""
-        if self._loaded:
-            return
-        with self._load_lock:
-            if not self._loaded:
-                self._load_weights()
 
     def _load_weights(self) -> None:
         from tasks.environment import torch_threads
@@ -215,7 +211,7 @@ class LocalBackend:
         try:
             if request.output_schema is not None and _walkable(request.output_schema):
                 with self._lock, torch.inference_mode():
-                    self._load_locked()
+                    self.load()
                     return self._guided(request, self._prompt_ids(request))
             return self._queued(request)
         except torch.OutOfMemoryError as exc:
@@ -248,7 +244,7 @@ class LocalBackend:
                 pending = [w for w in pending if w.reply is None and w.error is None]
                 if not pending:
                     break
-                self._load_locked()
+                self.load()
                 if len(self._waiting) < self.cfg.max_batch:
                     time.sleep(GATHER_S)  # concurrent tasks start a little apart: let them join
                 params = pending[0].request.params
@@ -308,7 +304,7 @@ class LocalBackend:
         go through the model together in one packed pass, each attending to the prompt and to
         itself only (a 4D mask; positions restart after the prompt for each segment)."""
         with self._lock, torch.inference_mode():
-            self._load_locked()
+            self.load()
             ids = self._prompt_ids(request)
             head, last = ids[:-1], ids[-1]
             cache = self._prefix_cache(head)

@@ -29,7 +29,7 @@ BIN = Path(sys.executable).parent
 USERS = ["A5S0J1LGBV4CPW53TDQ5INKQO7GH", "ABB7P8XUX288ERXL82894ZW2TE4J"]  # 24 reviews each (min_reviews 20)
 FAKE = ["llm.default.backend=fake", "llm.default.fake_script=schema-fill", "llm.default.model=scripted"]
 SMALL = ["banks.seed_limit=12", "train.max_steps=2", "train.max_length=128", "train.heldout_eval_rows=4",
-         "train.per_device_train_batch_size=1",
+         "train.per_device_train_batch_size=1", "train.gradient_accumulation_steps=1",
          "train.save_steps=10"]
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.slow
 FAKE = ["llm.default.backend=fake", "llm.default.fake_script=schema-fill", "llm.default.model=scripted"]
 SMALL = ["cohort.users_per_country=2", "banks.seed_limit=8", "profiles.values_batch_size=8"]
 TRAIN = ["train.max_steps=4", "train.save_steps=1", "train.per_device_train_batch_size=1",
+         "train.gradient_accumulation_steps=1",
          "train.heldout_eval_rows=2", "train.lora_r=4", "train.lora_alpha=8", "train.learning_rate=0.005",
          "evaluate.trained=[]"]
 FACET_STAGES = {"profiles.values", "profiles.value_summary", "profiles.personality", "profiles.user_summary"}

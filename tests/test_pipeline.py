@@ -20,7 +20,7 @@ STAGES = ["ingest", "profiles", "scenarios", "pairs", "train", "targets", "gener
           "report"]
 FAKE = ["llm.default.backend=fake", "llm.default.fake_script=schema-fill", "llm.default.model=scripted"]
 SMALL = ["cohort.users_per_country=1", "banks.seed_limit=12", "train.max_steps=2", "train.max_length=128",
-         "train.per_device_train_batch_size=1",
+         "train.per_device_train_batch_size=1", "train.gradient_accumulation_steps=1",
          "train.heldout_eval_rows=4", "train.save_steps=10", "evaluate.train_overrides={}"]
 
 

@@ -127,3 +127,48 @@ def test_prefix_cache_budget_is_in_bytes():
     backend = _backend()
     assert kv_bytes_per_token(backend.model.config, backend.dtype) == 30 * 3 * 64 * 2 * 4
     assert backend._prefix_tokens == PREFIX_BYTES // (30 * 3 * 64 * 2 * 4)
+
+
+GUIDED_SCHEMA = {"type": "object", "properties": {
+    "genre": {"enum": ["fantasy", "crime", "romance", "history"]},
+    "reason": {"type": "string", "maxLength": 40},
+    "tags": {"type": "array", "minItems": 2, "items": {"type": "string", "maxLength": 15}}}}
+
+
+def _guided_requests(n: int) -> list[ChatRequest]:
+    return [r.model_copy(update={"output_schema": GUIDED_SCHEMA,
+                                 "params": r.params.model_copy(update={"max_tokens": 8, "temperature": 0.7 * (i % 2)})})
+            for i, r in enumerate(_requests(n))]
+
+
+def test_concurrent_guided_walks_run_in_lockstep_and_match_their_replies_alone():
+    """Guided (JSON schema) walks in flight at the same time share forward passes; rows have other
+    lengths and feed other numbers of tokens per step (holes in the batch cache), yet each gets the
+    reply it gets alone, greedy or sampled."""
+    backend, requests = _backend(max_batch=3), _guided_requests(4)
+    alone = [backend.complete(r).text for r in requests]
+    solo_steps = backend._guided_batch.steps
+    replies: dict = {}
+    threads = [threading.Thread(target=lambda i=i: replies.__setitem__(i, backend.complete(requests[i]).text))
+               for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [replies[i] for i in range(4)] == alone
+    batch = backend._guided_batch
+    assert batch.widest == 3 and batch.steps - solo_steps < solo_steps  # capped by max_batch; fewer passes
+    assert batch.rows == [] and batch.cache is None  # the last walk out freed the batch cache
+    assert [r.text for r in backend.complete_batch(requests)] == alone  # one user's batch: concurrent too
+
+
+def test_a_failed_guided_step_fails_its_walks_and_the_next_walks_run(monkeypatch):
+    from gravity_core.llm import ModelCallError
+    from tasks.llm.guided_batch import GuidedBatch
+    backend, requests = _backend(), _guided_requests(3)
+    expected = backend.complete(requests[0]).text
+    with monkeypatch.context() as patch:
+        patch.setattr(GuidedBatch, "_forward", lambda self: (_ for _ in ()).throw(RuntimeError("boom")))
+        replies = backend.complete_batch(requests)
+    assert all(isinstance(r, ModelCallError) and "boom" in str(r) for r in replies)
+    assert backend.complete(requests[0]).text == expected

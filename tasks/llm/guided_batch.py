@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from tasks.environment import trim_heap
+
+TRIM_EVERY_S = 10.0  # freed KV-cache pages go back to the OS at most this often (re-faulting them costs)
+
 if TYPE_CHECKING:
     from tasks.llm.local_backend import LocalBackend
 
@@ -181,6 +185,7 @@ class GuidedBatch:
             self.rows, self.cache, self.mask = [], None, None
         self.stepping, self.in_step = False, []
         self.cv.notify_all()
+        trim_heap(TRIM_EVERY_S)
         return True
 
     def _merge(self, joining: list[GuidedOps]) -> None:
@@ -190,8 +195,10 @@ class GuidedBatch:
         keep = [i for i, w in enumerate(self.rows) if not w.left]
         layers = _layers(self.cache) if self.cache is not None else None
         mask = self.mask
-        if layers is not None and len(keep) < len(self.rows):
-            index = torch.tensor(keep)
+        if layers is not None and not keep:  # every row left: start the cache afresh
+            layers, mask = None, None
+        elif layers is not None and len(keep) < len(self.rows):
+            index = torch.tensor(keep, dtype=torch.long)
             layers = [(k[index], v[index]) for k, v in layers]
             mask = mask[index]
         rows = [self.rows[i] for i in keep]

@@ -27,7 +27,8 @@ from gravity_core.llm import (
     BackendIdentity, ChatReply, ChatRequest, LabelScores, ModelCallError, ScoreRequest, normalise_logprobs,
 )
 from gravity_core.llm_config import BackendConfig
-from tasks.llm.guided_batch import GuidedBatch, GuidedOps, batchable
+from tasks.environment import trim_heap
+from tasks.llm.guided_batch import TRIM_EVERY_S, GuidedBatch, GuidedOps, batchable
 from tasks.model_packages import resolve_model_path
 
 
@@ -203,6 +204,7 @@ class LocalBackend:
                 else:
                     for waiting, reply in zip(batch, replies):
                         waiting.reply = reply
+                trim_heap(TRIM_EVERY_S)  # a batch's grown KV caches are freed pages now: back to the OS
         return [w.reply if w.error is None else _call_error(w.error) for w in mine]
 
     def _generate_ids(self, prompts: list[list[int]], params) -> list[ChatReply]:

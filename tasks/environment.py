@@ -3,6 +3,7 @@ find and validate the recipe, prepare the process environment, and point Prefect
 results at stable storage so caches survive new processes."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -208,6 +209,20 @@ def run_logs(layout: RunLayout, name: str = "run.log"):
         handler.close()
 
 
+@functools.cache
+def _glibc():
+    """glibc's C library, loaded once (find_library runs ldconfig), with the malloc tuning calls
+    this module uses; None elsewhere (musl, macOS)."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - AttributeError where they are missing
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
 MALLOC_ARENAS = 2
 M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
 
@@ -220,12 +235,8 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     2.3 GB with 2 arenas, at the same speed. Returns whether it was set (False without glibc)."""
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
-    import ctypes
-    import ctypes.util
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_ARENA_MAX, arenas) == 1
-    except (OSError, AttributeError):
-        return False
+    libc = _glibc()
+    return libc is not None and libc.mallopt(M_ARENA_MAX, arenas) == 1
 
 
 _TRIMMED = [0.0]
@@ -236,28 +247,19 @@ def trim_heap(every_s: float = 0.0) -> None:
     Decoding grows its KV caches by concatenation: each step frees tensors slightly smaller than
     the ones it allocates, so freed heap pages are rarely reused and the resident set climbs
     through a stage (the sample's judge stage: 0.8 -> 2.5 GB in its first minute)."""
-    import ctypes
-    import ctypes.util
     import time
     now = time.monotonic()
     if now - _TRIMMED[0] < every_s:
         return
     _TRIMMED[0] = now
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    if (libc := _glibc()) is not None:
+        libc.malloc_trim(0)
 
 
 def release_memory() -> None:
     """Collect garbage (trainers and models hold reference cycles) and hand freed heap pages back
     to the OS with glibc's malloc_trim: otherwise a finished stage's or adapter's tensors stay in
     the process's resident set and the next one's are added on top. A no-op trim without glibc."""
-    import ctypes
-    import ctypes.util
     import gc
     gc.collect()
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    trim_heap()

@@ -39,6 +39,18 @@ def _counting(backend) -> list[int]:
     return sizes
 
 
+def _at_once(calls: list) -> list:
+    """Each call in its own thread, started together (concurrent tasks); results in call order."""
+    results: dict = {}
+    threads = [threading.Thread(target=lambda i=i, call=call: results.__setitem__(i, call()))
+               for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [results.get(i) for i in range(len(calls))]
+
+
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
 def test_a_reply_does_not_depend_on_its_batch_mates(temperature):
     """Each row is sampled with its own seeded generator: alone or batched with others of other
@@ -53,13 +65,8 @@ def test_concurrent_free_text_requests_are_decoded_together():
     backend, requests = _backend(max_batch=4), _requests(6)
     expected = {r: backend.complete(r).text for r in requests}
     sizes = _counting(backend)
-    replies: dict = {}
-    threads = [threading.Thread(target=lambda r=r: replies.__setitem__(r, backend.complete(r).text)) for r in requests]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert replies == expected
+    replies = _at_once([lambda r=r: backend.complete(r).text for r in requests])
+    assert dict(zip(requests, replies)) == expected
     assert sum(sizes) == 6 and max(sizes) == 4 and len(sizes) == 2  # max_batch caps a batch
 
 
@@ -71,14 +78,8 @@ def test_first_calls_that_wait_for_the_weights_are_decoded_together():
     expected = [_backend().complete(r).text for r in requests]
     fresh = LocalBackend(BackendConfig(model=EMBEDDED_MODEL, dtype="float32", torch_threads=1), Path(".gravity/cache"))
     sizes = _counting(fresh)
-    replies: dict = {}
-    threads = [threading.Thread(target=lambda i=i: replies.__setitem__(i, fresh.complete(requests[i]).text))
-               for i in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert [replies[i] for i in range(5)] == expected
+    replies = _at_once([lambda r=r: fresh.complete(r).text for r in requests])
+    assert replies == expected
     assert sizes == [5]
 
 
@@ -87,14 +88,8 @@ def test_users_batches_are_decoded_together():
     backend, requests = _backend(), _requests(6)
     expected = [backend.complete(r).text for r in requests]
     sizes = _counting(backend)
-    replies: dict = {}
-    threads = [threading.Thread(target=lambda i=i: replies.__setitem__(i, backend.complete_batch(requests[i:i + 3])))
-               for i in (0, 3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert [r.text for i in (0, 3) for r in replies[i]] == expected
+    replies = _at_once([lambda i=i: backend.complete_batch(requests[i:i + 3]) for i in (0, 3)])
+    assert [r.text for batch in replies for r in batch] == expected
     assert sizes == [6]
 
 
@@ -148,14 +143,8 @@ def test_concurrent_guided_walks_run_in_lockstep_and_match_their_replies_alone()
     backend, requests = _backend(max_batch=3), _guided_requests(4)
     alone = [backend.complete(r).text for r in requests]
     solo_steps = backend._guided_batch.steps
-    replies: dict = {}
-    threads = [threading.Thread(target=lambda i=i: replies.__setitem__(i, backend.complete(requests[i]).text))
-               for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert [replies[i] for i in range(4)] == alone
+    replies = _at_once([lambda r=r: backend.complete(r).text for r in requests])
+    assert replies == alone
     batch = backend._guided_batch
     assert batch.widest == 3 and batch.steps - solo_steps < solo_steps  # capped by max_batch; fewer passes
     assert batch.rows == [] and batch.cache is None  # the last walk out freed the batch cache

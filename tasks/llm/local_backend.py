@@ -157,8 +157,9 @@ class LocalBackend:
         return reply
 
     def complete_batch(self, requests: list[ChatRequest]) -> list[ChatReply | ModelCallError]:
-        """Free-text requests decoded in batches, together with other callers' queued requests
-        (a failed item is a `ModelCallError` in its place); requests with a schema one by one."""
+        """Free-text requests decoded in batches, together with other callers' queued requests;
+        requests with a schema walked concurrently, so that they share lockstep steps. A failed
+        item is a `ModelCallError` in its place."""
         if any(r.output_schema for r in requests):  # guided walks: concurrent, so they share steps
             with ThreadPoolExecutor(min(len(requests), self.cfg.max_batch)) as pool:
                 return list(pool.map(self._complete_or_error, requests))

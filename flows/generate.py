@@ -7,6 +7,7 @@ from prefect import flow, unmapped
 from gravity_core.recipe import Recipe
 from tasks.fanout import settle
 from tasks.generate import generate_for_user, generation_plan, target_user_ids, targets, write_generations
+from tasks.llm.factory import release_local_models
 from tasks.outcomes import generate_result
 from tasks.stage import RunContext, StageResult, client_for, gravity_stage
 
@@ -26,4 +27,5 @@ def generate_flow(recipe: Recipe, ctx: RunContext) -> StageResult:
                                                     unmapped(plan["prompt"]), unmapped(clients[method])),
                               stage="generate")
         written[method], failures = write_generations(rows, layout, method), {**failures, **failed}
+        release_local_models()  # this method's adapter is done: one model resident at a time, not four
     return generate_result(layout, users, written, failures, clients, warnings)

@@ -51,6 +51,15 @@ class RunLayout:
         return self.root / "ledger.parquet"
 
     @property
+    def ledger_parts(self) -> Path:
+        """Ledger rows flushed since the last compaction (one parquet file per flush)."""
+        return self.root / "ledger.parts"
+
+    @property
+    def ledger_lock(self) -> Path:
+        return self.root / "ledger.lock"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

@@ -41,15 +41,6 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
-def append_parquet(frame: pl.DataFrame, path: Path) -> None:
-    """Append rows to a parquet file under a lock; the new file replaces the old atomically."""
-    path = Path(path)
-    with file_lock(path.with_suffix(".lock")):
-        if path.exists():
-            frame = pl.concat([pl.read_parquet(path), frame], how="diagonal_relaxed")  # older files may lack new columns
-        write_parquet_atomic(frame, path)
-
-
 def read_manifest(layout: RunLayout) -> Manifest | None:
     path = layout.manifest
     return Manifest.model_validate_json(path.read_text()) if path.exists() else None

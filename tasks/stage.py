@@ -18,6 +18,7 @@ from gravity_core.layout import RunLayout
 from gravity_core.manifest import StageRecord
 from gravity_core.recipe import Recipe
 from tasks.llm.factory import release_local_models
+from tasks.llm.ledger import compact as compact_ledger
 from tasks.progress import BOARD, CURRENT_STAGE
 from tasks.rundir import record_stage, write_parquet_atomic
 
@@ -119,6 +120,7 @@ def _flush(layout: RunLayout, stage: str, clients: list) -> Path | None:
     rows = [row for c in clients for row in c.quarantine.take()]
     for client in clients:
         client.ledger.flush()
+    compact_ledger(layout.root)
     if not rows:
         return None
     path = layout.model_quarantine(stage)

@@ -1,4 +1,9 @@
-"""Cost ledger: one row per logical model call, appended to RUN_DIR/ledger.parquet.
+"""Cost ledger: one row per logical model call, in RUN_DIR/ledger.parquet.
+
+A flush writes its rows as a new file in RUN_DIR/ledger.parts/ (cost: its own rows; no lock, no
+rewrite), and `compact` merges the parts into ledger.parquet when a stage ends. Appending to one
+parquet rewrote the whole file under a lock at every flush: quadratic in the run's calls, and at
+400 users the flushing tasks spent 27 s waiting for that lock. `read_ledger` reads both.
 
 `mode` says how a call was made: "sync" (one request to the endpoint, or a local batch) or
 "batch" (the provider Batch API, priced at `LLMConfig.batch_discount`).
@@ -6,21 +11,23 @@
 from __future__ import annotations
 
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import polars as pl
 from pydantic import BaseModel
 
-from tasks.rundir import append_parquet
+from gravity_core.layout import RunLayout
+from tasks.rundir import file_lock, write_parquet_atomic
 
-LEDGER_FILE = "ledger.parquet"
 LEDGER_SCHEMA = {
     "run_id": pl.String, "stage": pl.String, "user_id": pl.String, "item_id": pl.String,
     "backend": pl.String, "model": pl.String, "adapter": pl.String, "prompt": pl.String,
     "request_key": pl.String, "input_tokens": pl.Int64, "output_tokens": pl.Int64,
     "cached": pl.Boolean, "attempts": pl.Int64, "reasks": pl.Int64,
     "status": pl.String, "latency_s": pl.Float64, "cost_usd": pl.Float64, "ts": pl.Float64,
-    "mode": pl.String,
+    "mode": pl.String, "flush_id": pl.String,
 }
 
 
@@ -46,6 +53,7 @@ class LedgerRow(BaseModel):
     cost_usd: float = 0.0
     ts: float = 0.0
     mode: str = "sync"
+    flush_id: str | None = None  # the part file it was flushed in (compaction is idempotent by it)
 
 
 class Ledger:
@@ -74,15 +82,51 @@ class Ledger:
         return len(rows)
 
 
-def rows_frame(rows: list[LedgerRow]) -> pl.DataFrame:
-    return pl.DataFrame([r.model_dump() for r in rows], schema=LEDGER_SCHEMA)
+def rows_frame(rows: list[LedgerRow], flush_id: str | None = None) -> pl.DataFrame:
+    frame = pl.DataFrame([r.model_dump() for r in rows], schema=LEDGER_SCHEMA)
+    return frame.with_columns(flush_id=pl.lit(flush_id, pl.String)) if flush_id else frame
 
 
-def append_rows(run_dir: Path, rows: list[LedgerRow]) -> None:
-    """Append under the run's file lock (see tasks.rundir.append_parquet)."""
-    append_parquet(rows_frame(rows), Path(run_dir) / LEDGER_FILE)
+def append_rows(run_dir: Path, rows: list[LedgerRow]) -> Path:
+    """Write `rows` as a new part (named by time, so parts read in flush order); returns it."""
+    flush_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+    path = RunLayout.of(run_dir).ledger_parts / f"{flush_id}.parquet"
+    write_parquet_atomic(rows_frame(rows, flush_id), path)
+    return path
+
+
+def _parts(layout: RunLayout) -> list[Path]:
+    return sorted(layout.ledger_parts.glob("*.parquet")) if layout.ledger_parts.is_dir() else []
+
+
+def _merged(layout: RunLayout, parts: list[Path]) -> pl.DataFrame:
+    """ledger.parquet and the parts not merged into it yet (a compaction killed after writing
+    ledger.parquet and before deleting its parts leaves parts that are already in it)."""
+    frames = [pl.read_parquet(layout.ledger)] if layout.ledger.exists() else []
+    merged = set(frames[0]["flush_id"].drop_nulls()) if frames and "flush_id" in frames[0].columns else set()
+    frames += [pl.read_parquet(p) for p in parts if p.stem not in merged]
+    if not frames:
+        return pl.DataFrame(schema=LEDGER_SCHEMA)
+    return pl.concat(frames, how="diagonal_relaxed")  # older files may lack newer columns
+
+
+def compact(run_dir: Path) -> int:
+    """Merge the flushed parts into RUN_DIR/ledger.parquet (atomically, under the ledger lock),
+    then delete them; returns the rows merged in. Called when a stage ends."""
+    layout = RunLayout.of(run_dir)
+    with file_lock(layout.ledger_lock):
+        parts = _parts(layout)
+        if not parts:
+            return 0
+        before = pl.scan_parquet(layout.ledger).select(pl.len()).collect().item() if layout.ledger.exists() else 0
+        frame = _merged(layout, parts)
+        write_parquet_atomic(frame, layout.ledger)
+        for part in parts:
+            part.unlink(missing_ok=True)
+    return frame.height - before
 
 
 def read_ledger(run_dir: Path) -> pl.DataFrame:
-    target = Path(run_dir) / LEDGER_FILE
-    return pl.read_parquet(target) if target.exists() else pl.DataFrame(schema=LEDGER_SCHEMA)
+    """Every row of the run's ledger: ledger.parquet and the parts flushed since it was compacted."""
+    layout = RunLayout.of(run_dir)
+    return _merged(layout, _parts(layout))

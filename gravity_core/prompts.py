@@ -4,6 +4,7 @@ Parsing and rendering are pure; `tasks.resources.load_prompt` reads the bundled 
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jinja2
@@ -14,6 +15,13 @@ from gravity_core.llm import ChatRequest, Message, SamplingParams
 
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
                           trim_blocks=True, lstrip_blocks=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str) -> jinja2.Template:
+    """A template's source compiled once (`from_string` compiles at every call: a pairs stage of
+    400 users spent 3.5 s of its 26 s there)."""
+    return _ENV.from_string(source)
 
 
 class PromptError(ValueError):
@@ -39,8 +47,8 @@ class PromptTemplate(BaseModel):
         if missing or extra:
             raise PromptError(f"prompt {self.name}: missing inputs {missing}, undeclared inputs {extra}")
         try:
-            system = _ENV.from_string(self.system).render(**inputs).strip()
-            user = _ENV.from_string(self.user).render(**inputs).strip()
+            system = _compiled(self.system).render(**inputs).strip()
+            user = _compiled(self.user).render(**inputs).strip()
         except jinja2.TemplateError as exc:
             raise PromptError(f"prompt {self.name}: {exc}") from exc
         return (Message(role="system", content=system), Message(role="user", content=user))

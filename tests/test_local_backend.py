@@ -70,6 +70,24 @@ def test_concurrent_free_text_requests_are_decoded_together():
     assert sum(sizes) == 6 and max(sizes) == 4 and len(sizes) == 2  # max_batch caps a batch
 
 
+def test_waiting_requests_are_batched_with_those_of_similar_prompt_length():
+    """A batch is padded to its longest prompt, so long prompts (LaMP's retrieved reviews) go
+    together and short ones together, whatever order they came in; replies are unchanged."""
+    backend = _backend(max_batch=3)
+    requests = [ChatRequest(messages=(Message(role="user", content=f"Describe a novel about {topic}."
+                                              + (" Mention the reader's earlier reviews." * 30 if i % 2 else "")),),
+                            params=SamplingParams(max_tokens=6, temperature=0.0))
+                for i, topic in enumerate(["gardens", "a war", "the sea", "kitchens", "rivers", "trains"])]
+    expected = [backend.complete(r).text for r in requests]
+    lengths: list[list[int]] = []
+    generate = backend._generate_ids
+    backend._generate_ids = lambda prompts, params: (lengths.append(sorted(map(len, prompts))), generate(prompts, params))[1]
+    assert [r.text for r in backend.complete_batch(requests)] == expected
+    assert len(lengths) == 2 and all(len(b) == 3 for b in lengths)
+    short, long = sorted(lengths)
+    assert short[-1] < 60 < 200 < long[0]  # no batch mixes the two kinds
+
+
 def test_first_calls_that_wait_for_the_weights_are_decoded_together():
     """Tasks that start while the weights load must not then take turns at the model one request
     at a time (a convoy on the model lock did that to generation: 8 users, 8 decodes)."""

@@ -61,6 +61,7 @@ class _Waiting:
     request: ChatRequest
     reply: ChatReply | None = None
     error: BaseException | None = None
+    ids: list[int] | None = None  # the prompt's tokens, once a batch is picked among the waiting
 
 
 class LocalBackend:
@@ -190,13 +191,11 @@ class LocalBackend:
                     time.sleep(GATHER_S)  # concurrent tasks start a little apart: let them join
                 params = pending[0].request.params
                 with self._queue_lock:
-                    same = [w for w in self._waiting if w.request.params == params]
-                    batch = ([w for w in same if w in pending] + [w for w in same if w not in pending])
-                    batch = batch[: self.cfg.max_batch]
+                    batch = self._pick(pending, [w for w in self._waiting if w.request.params == params])
                     self._waiting = [w for w in self._waiting if w not in batch]
                 try:
                     with torch.inference_mode():
-                        replies = self._generate_ids([self._prompt_ids(w.request) for w in batch], params)
+                        replies = self._generate_ids([w.ids for w in batch], params)
                 except BaseException as exc:  # noqa: BLE001 - every request of the batch gets the failure
                     for waiting in batch:
                         waiting.error = exc
@@ -207,6 +206,22 @@ class LocalBackend:
                         waiting.reply = reply
                 trim_heap(TRIM_EVERY_S)  # a batch's grown KV caches are freed pages now: back to the OS
         return [w.reply if w.error is None else _call_error(w.error) for w in mine]
+
+    def _pick(self, pending: list[_Waiting], same: list[_Waiting]) -> list[_Waiting]:
+        """The next batch: up to `max_batch` waiting requests (with the same sampling parameters),
+        at least one of the caller's (`pending`) among them, the rest the closest to it in prompt
+        length. A batch is left-padded to its longest prompt: one 1k-token LaMP prompt among 300-token
+        ones tripled the batch's prefill (and its transient memory)."""
+        for waiting in same:
+            if waiting.ids is None:
+                waiting.ids = self._prompt_ids(waiting.request)
+        size = self.cfg.max_batch
+        if len(same) <= size:
+            return same
+        ranked = sorted(same, key=lambda w: len(w.ids))
+        windows = [ranked[i:i + size] for i in range(len(ranked) - size + 1)]
+        return min((w for w in windows if any(x in pending for x in w)),
+                   key=lambda w: len(w[-1].ids) - len(w[0].ids))
 
     def _generate_ids(self, prompts: list[list[int]], params) -> list[ChatReply]:
         """`model.generate` over left-padded prompts (the caller holds the lock); each row sampled

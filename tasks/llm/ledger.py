@@ -127,6 +127,10 @@ def compact(run_dir: Path) -> int:
 
 
 def read_ledger(run_dir: Path) -> pl.DataFrame:
-    """Every row of the run's ledger: ledger.parquet and the parts flushed since it was compacted."""
+    """Every row of the run's ledger: ledger.parquet and the parts flushed since it was compacted
+    (under the ledger lock: a compaction deletes the parts it merged)."""
     layout = RunLayout.of(run_dir)
-    return _merged(layout, _parts(layout))
+    if not layout.root.is_dir():
+        return pl.DataFrame(schema=LEDGER_SCHEMA)
+    with file_lock(layout.ledger_lock):
+        return _merged(layout, _parts(layout))

@@ -75,7 +75,8 @@ class Ledger:
         return rows
 
     def flush(self) -> int:
-        """Append pending rows to RUN_DIR/ledger.parquet; returns rows written."""
+        """Write pending rows as a new part in RUN_DIR/ledger.parts/ (merged into ledger.parquet when
+        the stage ends, see `compact`); returns rows written."""
         rows = self.take()
         if rows and self.run_dir is not None:
             append_rows(self.run_dir, rows)

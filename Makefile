@@ -33,8 +33,8 @@ deploy: $(STAMP)
 	$(PY) scripts/deploy.py
 
 # A real local OpenAI-compatible server (llama.cpp) on the quality model's GGUF, on 127.0.0.1:
-# builds the llama-cpp-python wheel once (10-18 min on 2 cores; kept in .gravity/wheels) with the
-# flags that work on these CPUs. docs/llama_server.md.
+# builds the llama-cpp-python wheel once (10-18 min on 2 cores; kept in .gravity/wheels/<cpu>) for the
+# instruction sets this CPU lists, AMX off (it crashes). docs/llama_server.md.
 LLAMA_PORT ?= 8080
 LLAMA_MODEL ?= qwen2.5-coder-1.5b-instruct
 llama-server: $(STAMP)

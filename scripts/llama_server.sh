@@ -14,22 +14,58 @@
 # GGUF's file name without .gguf). LLAMA_N_CTX: context length (default 4096).
 #
 # No prebuilt wheel exists for 0.3.36: it is built from source once (10-18 minutes on 2 cores)
-# into .gravity/wheels/ and reused from there. The build is portable on purpose: a native build
-# (GGML_NATIVE=ON, the default) segfaults on the first generation on CPUs with AMX, in its weight
-# repacking, so AMX is off and AVX-512 is on explicitly.
-set -euo pipefail
+# into .gravity/wheels/<cpu>/ and reused from there. The build targets the instruction sets this
+# CPU reports in /proc/cpuinfo, named explicitly: a native build (GGML_NATIVE=ON, the default)
+# segfaults on the first generation on CPUs with AMX, in its weight repacking, so AMX is always
+# off; AVX-512 and its extensions are on only where the CPU has them (a wheel built with AVX-512
+# dies with SIGILL on an AVX2-only CPU). The wheel folder is named after that instruction set, so
+# a .gravity/ carried to another kind of CPU builds again instead of crashing.
+#   scripts/llama_server.sh --print-build VENV   print the folder name and CMAKE_ARGS, then exit
+# LLAMA_CMAKE_ARGS replaces the derived CMake arguments (then the folder is named "custom-<hash>").
+# LLAMA_CPUINFO reads the CPU flags from another file (tests).
 
-usage() { echo "usage: $0 VENV GGUF_PATH [PORT] | $0 --build-only VENV" >&2; exit 2; }
+usage() { echo "usage: $0 VENV GGUF_PATH [PORT] | $0 --build-only VENV | $0 --print-build VENV" >&2; exit 2; }
 
 VERSION=0.3.36
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-wheels="$repo/.gravity/wheels"
-cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
--DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
--DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
--DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
+common_args="-DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
+
+# "<folder name> <cmake args...>" for this CPU. x86-64: each instruction set ggml can use is on
+# exactly when the CPU lists it; AMX stays off. Elsewhere (aarch64...): ggml's native build.
+build_target() {
+    local cpuinfo="${LLAMA_CPUINFO:-/proc/cpuinfo}" flags name args f
+    if [ -n "${LLAMA_CMAKE_ARGS:-}" ]; then
+        echo "custom-$(printf '%s' "$LLAMA_CMAKE_ARGS" | sha256sum | cut -c1-12) $LLAMA_CMAKE_ARGS"
+        return
+    fi
+    flags=" $(grep -m1 -E '^flags[[:space:]]*:' "$cpuinfo" 2>/dev/null | cut -d: -f2-) "
+    local arch="$(uname -m)"
+    [ -n "${LLAMA_CPUINFO:-}" ] && arch=x86_64
+    if [ "$arch" != x86_64 ] || [ -z "${flags// /}" ]; then
+        echo "native-$(uname -m) -DGGML_NATIVE=ON $common_args"
+        return
+    fi
+    name="x86_64"; args="-DGGML_NATIVE=OFF"
+    # cpuinfo flag -> ggml CMake option (the order is the folder name's)
+    for f in sse4_2:SSE42 avx:AVX f16c:F16C fma:FMA avx2:AVX2 bmi2:BMI2 avx_vnni:AVX_VNNI \
+             avx512f:AVX512 avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+        if [[ "$flags" == *" ${f%%:*} "* ]]; then
+            args="$args -DGGML_${f#*:}=ON"; name="$name-${f%%:*}"
+        else
+            args="$args -DGGML_${f#*:}=OFF"
+        fi
+    done
+    echo "$name $args -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF $common_args"
+}
 
 build_only=0
+read -r target cmake_args <<< "$(build_target)"
+wheels="$repo/.gravity/wheels/$target"
+if [ "${1:-}" = "--print-build" ]; then
+    echo "wheels: $wheels"
+    echo "CMAKE_ARGS: $cmake_args"
+    exit 0
+fi
 if [ "${1:-}" = "--build-only" ]; then build_only=1; shift; fi
 [ $# -ge 1 ] || usage
 venv="$1"
@@ -43,6 +79,7 @@ install_llama_cpp() {
     wheel="$(find_wheel)"
     if [ -z "$wheel" ]; then
         echo "llama_server: building llama-cpp-python $VERSION from source into $wheels (10-18 min on 2 cores)"
+        echo "llama_server: CMAKE_ARGS=$cmake_args"
         mkdir -p "$wheels"
         local started=$SECONDS
         CMAKE_ARGS="$cmake_args" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \

@@ -64,6 +64,10 @@ class BackendConfig(BaseModel):
                             "bf16 matmuls (AVX512-BF16 or AMX), else fp32")
     max_batch: int = Field(8, ge=1, description="local backend: free-text requests that wait for the model at "
                            "the same time are decoded together, up to this many")
+    prefix_cache_mb: int = Field(
+        512, ge=0, description="local backend: memory for the KV caches of scored prompts' heads, so each "
+                               "reader's reviews are computed once while every reader in flight fits; the log "
+                               "says how many prompt tokens were reused and recomputed")
     fake_script: str | None = Field(None, description="fake backend: name of a registered script")
     batch: bool = Field(False, description="send batched calls through the provider Batch API "
                                            "(openai only; discounted, up to 24 h latency)")

@@ -136,10 +136,11 @@ def test_a_stage_end_unloads_models_and_the_next_call_loads_them_again(tmp_path)
 def test_prefix_cache_budget_is_in_bytes():
     """The KV caches of prompt heads are capped by memory, not by a token count that means 1.5 GB
     for the 135M in fp32: 45 KB a token (30 layers x 3 KV heads x 64 x 2 x 4 bytes)."""
-    from tasks.llm.local_backend import PREFIX_BYTES, kv_bytes_per_token
+    from tasks.llm.local_backend import kv_bytes_per_token
     backend = _backend()
     assert kv_bytes_per_token(backend.model.config, backend.dtype) == 30 * 3 * 64 * 2 * 4
-    assert backend._prefix_tokens == PREFIX_BYTES // (30 * 3 * 64 * 2 * 4)
+    assert backend._prefix_tokens == 512 * 2**20 // (30 * 3 * 64 * 2 * 4)  # the default prefix_cache_mb
+    assert _backend(prefix_cache_mb=2048)._prefix_tokens == 2048 * 2**20 // (30 * 3 * 64 * 2 * 4)
 
 
 GUIDED_SCHEMA = {"type": "object", "properties": {

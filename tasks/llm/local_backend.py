@@ -12,6 +12,7 @@ not depend on which requests shared its batch.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +31,8 @@ from gravity_core.llm_config import BackendConfig
 from tasks.environment import trim_heap
 from tasks.llm.guided_batch import TRIM_EVERY_S, GuidedBatch, GuidedOps, batchable
 from tasks.model_packages import resolve_model_path
+
+log = logging.getLogger(__name__)
 
 
 class RowSampler(LogitsProcessor):
@@ -79,7 +82,8 @@ class LocalBackend:
         self._lock = threading.Lock()
         self._loaded = False
         self._prefixes: dict[tuple[int, ...], object] = {}  # prompt head -> its KV cache (LRU)
-        self._prefix_tokens = 0  # how many cached prompt tokens fit in PREFIX_BYTES (set by load)
+        self._prefix_tokens = 0  # how many cached prompt tokens fit in cfg.prefix_cache_mb (set by load)
+        self.prefix_stats = {"reused": 0, "computed": 0, "evicted": 0}  # prompt-head tokens, since load
         self._waiting: list[_Waiting] = []  # free-text requests queued for the next batch
         self._queue_lock = threading.Lock()
         self._load_lock = threading.Lock()  # taken after the model lock, never before it
@@ -116,7 +120,9 @@ class LocalBackend:
         self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
         self.quote_ids = [i for i, t in enumerate(vocab) if t and '"' in t]
-        self._prefix_tokens = max(MIN_PREFIX_TOKENS, PREFIX_BYTES // kv_bytes_per_token(model.config, self.dtype))
+        self._prefix_tokens = max(MIN_PREFIX_TOKENS,
+                                  self.cfg.prefix_cache_mb * 2**20 // kv_bytes_per_token(model.config, self.dtype))
+        self.prefix_stats = dict.fromkeys(self.prefix_stats, 0)
         self._loaded = True
 
     def unload(self) -> None:
@@ -124,9 +130,26 @@ class LocalBackend:
         its memory for the next one); the next call loads them again."""
         with self._lock, self._load_lock:
             if self._loaded:
+                self._report_prefix_cache()
                 del self.model, self.tokenizer
                 self._prefixes.clear()
                 self._loaded = False
+
+    def _report_prefix_cache(self) -> None:
+        """One log line on how well the scored prompts' heads were reused; a warning with the fix
+        when entries were evicted while most tokens were recomputed (the readers in flight do not
+        fit in `prefix_cache_mb`)."""
+        stats = self.prefix_stats
+        total = stats["reused"] + stats["computed"]
+        if not total:
+            return
+        line = (f"{self.identity.model}: prompt prefixes reused {stats['reused']:,} of {total:,} tokens "
+                f"({stats['evicted']} entries evicted, {self.cfg.prefix_cache_mb} MB = "
+                f"{self._prefix_tokens:,} tokens of cache)")
+        if stats["evicted"] and stats["computed"] > stats["reused"]:
+            log.warning("%s; most were recomputed: raise llm.default.prefix_cache_mb", line)
+        else:
+            log.info("%s", line)
 
     def cache_arg(self, cache) -> dict:
         """The KV-cache keyword of this transformers version: `cache` (5.24+; `past_key_values`
@@ -321,9 +344,12 @@ class LocalBackend:
         if common < len(head):
             self.model(input_ids=torch.tensor([head[common:]]), use_cache=True, **self.cache_arg(cache),
                        position_ids=torch.arange(common, len(head))[None], logits_to_keep=1)  # only the cache
+        self.prefix_stats["reused"] += common
+        self.prefix_stats["computed"] += len(head) - common
         self._prefixes[key] = cache  # most recent last; the least recently used go first
         while sum(map(len, self._prefixes)) > self._prefix_tokens and len(self._prefixes) > 1:
             self._prefixes.pop(next(iter(self._prefixes)))
+            self.prefix_stats["evicted"] += 1
         return cache
 
     def _score_chunk(self, chunk, cache, start: int) -> list[float]:
@@ -358,10 +384,11 @@ class LocalBackend:
 
 
 SEGMENT_TOKENS = 1024  # segment tokens per packed pass (the mask is tokens x (prompt + tokens))
-# Memory for the KV caches of prompt heads, least recently used dropped first beyond it: readers'
-# profile requests interleave (tasks run concurrently), so every reader in flight keeps an entry.
-# Per token: 45 KB for the 135M in fp32, 28 KB for the 1.5B in bf16 (11.6k and 18.7k tokens).
-PREFIX_BYTES = 512 * 2**20
+# The KV caches of prompt heads (BackendConfig.prefix_cache_mb), least recently used dropped first
+# beyond it: readers' profile requests interleave (tasks run concurrently), so every reader in
+# flight keeps an entry per scored prompt (values, Big Five). Per token: 45 KB for the 135M in
+# fp32; 28 KB for the 1.5B in bf16 and 57 KB in fp32 (512 MB: 11.6k, 18.7k and 9.4k tokens). A
+# round-robin over more entries than fit evicts each one before its reader comes back: no reuse.
 MIN_PREFIX_TOKENS = 4096
 GATHER_S = 0.2  # how long a free-text batch waits for concurrent requests (a decode takes seconds)
 MIN_SHARED = 32        # shortest common prefix worth extending an entry in place

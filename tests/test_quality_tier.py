@@ -229,12 +229,11 @@ def test_interleaved_readers_keep_their_review_prefixes():
         return forward(*args, **kwargs)
     backend.model.forward = counting
 
-    request = _reader_request
     with torch.inference_mode():
         for statement in ("Religion matters.", "Work comes first."):
             for reader in ("Ana", "Ben"):
                 fed.clear()
-                req = request(reader, statement)
+                req = _reader_request(reader, statement)
                 backend.score_labels(req)
                 head = len(backend._prompt_ids(req)) - 1  # the prompt but its last token (in the segments)
                 if statement == "Work comes first.":  # the second batch: only the statement onwards is computed

@@ -97,6 +97,10 @@ class StepOverride(BaseModel):
     json_schema: Literal["auto", "on", "off"] | None = None
     fake_script: str | None = None
     batch: bool | None = Field(None, description="provider Batch API for this step (openai only)")
+    timeout_s: float | None = Field(None, gt=0, description="per-request timeout for this step")
+    limits: LimitsConfig | None = Field(
+        None, description="throttles for this step's endpoint; the fields given replace the default's, "
+                          "e.g. max_concurrency: 1 for a server that answers one request at a time")
 
 
 Price = tuple[float, float]
@@ -131,8 +135,11 @@ class LLMConfig(BaseModel):
         override = self.steps.get(step)
         if override is None:
             return self.default
-        changes = {k: v for k, v in override.model_dump().items() if v is not None}
-        return BackendConfig.model_validate({**self.default.model_dump(), **changes})
+        base = self.default.model_dump()
+        changes = {k: v for k, v in override.model_dump(exclude_unset=True).items() if v is not None}
+        if "limits" in changes:
+            changes["limits"] = {**base["limits"], **changes["limits"]}
+        return BackendConfig.model_validate({**base, **changes})
 
     def cost_usd(self, model: str, input_tokens: int, output_tokens: int, batch: bool = False) -> float:
         """Cost from the price table (times `batch_discount` for Batch API calls); models not

@@ -71,6 +71,20 @@ def test_step_override_inherits_the_default():
     assert recipe.llm.for_step("profile").model == "gpt-4o"
 
 
+def test_a_step_narrows_only_the_limits_it_names():
+    """A step served by a one-request-at-a-time server caps its own concurrency; the default's other
+    throttles and every other step stay as they were."""
+    recipe = parse_recipe(BASE + "llm: {default: {limits: {max_concurrency: 6, requests_per_second: 4}}}",
+                          ["llm.steps.judge.limits.max_concurrency=1", "llm.steps.judge.timeout_s=300"])
+    judge, profile = recipe.llm.for_step("judge"), recipe.llm.for_step("profile")
+    assert (judge.limits.max_concurrency, judge.limits.requests_per_second, judge.timeout_s) == (1, 4, 300)
+    assert (profile.limits.max_concurrency, profile.limits.requests_per_second, profile.timeout_s) == (6, 4, 120)
+    with pytest.raises(RecipeError, match="max_concurrency"):
+        parse_recipe(BASE, ["llm.steps.judge.limits.max_concurrency=0"])
+    with pytest.raises(RecipeError, match="llm.steps.judge.limits"):
+        parse_recipe(BASE, ["llm.steps.judge.limits.max_inflight=1"])
+
+
 def test_report_to_must_be_explicit():
     from gravity_core.training.config import parse_train_config
     with pytest.raises(RecipeError, match="report_to"):

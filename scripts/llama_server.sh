@@ -11,7 +11,11 @@
 #
 # Environment: LLAMA_THREADS, else GRAVITY_TORCH_THREADS, else the number of cores: threads for
 # generation and prompt processing. LLAMA_MODEL_ALIAS: the model name requests use (default: the
-# GGUF's file name without .gguf). LLAMA_N_CTX: context length (default 4096).
+# GGUF's file name without .gguf). LLAMA_N_CTX: context length (default 4096). LLAMA_CACHE_MB:
+# memory for saved prompt prefixes (default 6144; 0 turns the cache off): the server runs through
+# tasks/llm/llama_serve.py, whose RAM cache keeps one prefix per reader, counted by the bytes it
+# really holds (0.6 MB a token for the 1.5B: its logits rows), so interleaved readers do not
+# re-read their reviews on every scored request.
 #
 # No prebuilt wheel exists for 0.3.36: it is built from source once (10-18 minutes on 2 cores)
 # into .gravity/wheels/<cpu>/ and reused from there. The build targets the instruction sets this
@@ -112,7 +116,13 @@ port="${3:-8080}"
 [ -f "$gguf" ] || { echo "llama_server: no GGUF at $gguf" >&2; exit 1; }
 threads="${LLAMA_THREADS:-${GRAVITY_TORCH_THREADS:-$(nproc)}}"
 alias_name="${LLAMA_MODEL_ALIAS:-$(basename "$gguf" .gguf)}"
-echo "llama_server: serving $gguf as model '$alias_name' at http://127.0.0.1:$port/v1 ($threads threads)"
-exec "$python" -m llama_cpp.server --model "$gguf" --host 127.0.0.1 --port "$port" \
+cache_mb="${LLAMA_CACHE_MB:-6144}"
+[[ "$cache_mb" =~ ^[0-9]+$ ]] || { echo "llama_server: LLAMA_CACHE_MB must be a whole number of MB, not '$cache_mb'" >&2; exit 2; }
+cache_args=()
+if [ "$cache_mb" -gt 0 ]; then
+    cache_args=(--cache true --cache_type ram --cache_size $(( cache_mb * 1024 * 1024 )))
+fi
+echo "llama_server: serving $gguf as model '$alias_name' at http://127.0.0.1:$port/v1 ($threads threads, prompt cache ${cache_mb} MB)"
+exec "$python" -m tasks.llm.llama_serve --model "$gguf" --host 127.0.0.1 --port "$port" \
     --n_threads "$threads" --n_threads_batch "$threads" --n_ctx "${LLAMA_N_CTX:-4096}" \
-    --model_alias "$alias_name"
+    --model_alias "$alias_name" "${cache_args[@]}"

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -66,15 +67,23 @@ def llama_url(tmp_path_factory):
     yield from _serve(smollm2_gguf(), tmp_path_factory)
 
 
+SERVER_LOGS: dict[str, Path] = {}
+
+
 def _serve(gguf: Path, tmp_path_factory):
+    """The server as scripts/llama_server.sh starts it: tasks.llm.llama_serve with a RAM prompt
+    cache (its log, where llama-cpp-python reports cache hits, in SERVER_LOGS[url])."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("llama") / "server.log").open("w")
+    log_path = tmp_path_factory.mktemp("llama") / "server.log"
+    log = log_path.open("w")
     threads = os.environ.get("GRAVITY_TORCH_THREADS", "1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+        [sys.executable, "-m", "tasks.llm.llama_serve", "--model", str(gguf), "--host", "127.0.0.1",
          "--port", str(port), "--n_threads", threads, "--n_threads_batch", threads, "--n_ctx", "2048",
-         "--model_alias", ALIAS], stdout=log, stderr=subprocess.STDOUT)
+         "--model_alias", ALIAS, "--cache", "true", "--cache_type", "ram", "--cache_size", str(2 << 30)],
+        stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
+    SERVER_LOGS[url] = log_path
     try:
         wait_for_models(url, proc)
         yield url
@@ -123,6 +132,49 @@ def test_logprobs_come_back(llama_url):
     assert all(1 <= len(t.top_logprobs) <= 5 for t in tokens)
     assert tokens[0].token in {alt.token for alt in tokens[0].top_logprobs}
 
+
+
+def test_interleaved_readers_each_find_their_prefix_in_the_prompt_cache(llama_url):
+    """Readers taking turns (as the profile stage's do): each reader's second request restores
+    that reader's saved prefix instead of reading its reviews again."""
+    sdk = openai.OpenAI(api_key="not-a-real-key", base_url=llama_url, max_retries=0)
+    reviews = {r: f"Reader {r} reviews: " + f"a {r} story of harbours, families and slow forgiveness. " * 40
+               for r in ("ann", "bo", "cy")}
+
+    def ask(reader: str, statement: str) -> None:
+        sdk.chat.completions.create(
+            model=ALIAS, max_tokens=2, temperature=0.0, logprobs=True, top_logprobs=5,
+            messages=[{"role": "user", "content": f"{reviews[reader]}\nStatement: {statement} Stance?"}])
+
+    log = SERVER_LOGS[llama_url]
+    hits_before = log.read_text().count("cache hit")
+    for statement in ("Family comes first.", "Tradition matters."):
+        for reader in reviews:
+            ask(reader, statement)
+    assert log.read_text().count("cache hit") - hits_before == 3
+
+
+def test_the_prompt_cache_counts_what_it_holds_and_keeps_one_entry_per_prefix():
+    import numpy as np
+
+    from tasks.llm.llama_serve import SizedRAMCache, entry_bytes
+
+    def state(tokens: list[int], vocab: int = 1000):
+        return SimpleNamespace(llama_state_size=100 * len(tokens), scores=np.zeros((len(tokens), vocab), np.float32),
+                               input_ids=np.array(tokens, dtype=np.intc))
+
+    reviews_a, reviews_b = list(range(100)), list(range(1000, 1100))
+    a1, a2, b1 = reviews_a + [1, 2], reviews_a + [3, 4], reviews_b + [1, 2]
+    one = entry_bytes(state(a1))
+    assert one == 102 * 100 + 102 * 1000 * 4 + 102 * np.dtype(np.intc).itemsize
+    cache = SizedRAMCache(capacity_bytes=2 * one)
+    cache[a1] = state(a1)
+    cache[b1] = state(b1)
+    cache[a2] = state(a2)          # supersedes a1 (same reviews, another statement): a1 goes
+    assert list(cache.cache_state) == [tuple(b1), tuple(a2)] and cache.cache_size == 2 * one
+    assert cache[reviews_a + [9]] is cache.cache_state[tuple(a2)]
+    cache[[7] * 102] = state([7] * 102)   # a third prefix: over capacity, the least recent (b1) goes
+    assert list(cache.cache_state) == [tuple(a2), (7,) * 102]
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ deploy: $(STAMP)
 # A real local OpenAI-compatible server (llama.cpp) on the quality model's GGUF, on 127.0.0.1:
 # builds the llama-cpp-python wheel once (10-18 min on 2 cores; kept in .gravity/wheels/<cpu>) for the
 # instruction sets this CPU lists, AMX off (it crashes); serves with a prompt cache of LLAMA_CACHE_MB
-# (6144) so readers taking turns keep their review prefixes. docs/llama_server.md.
+# (2048) so readers taking turns keep their review prefixes. docs/llama_server.md.
 LLAMA_PORT ?= 8080
 LLAMA_MODEL ?= qwen2.5-coder-1.5b-instruct
 llama-server: $(STAMP)

@@ -12,10 +12,10 @@
 # Environment: LLAMA_THREADS, else GRAVITY_TORCH_THREADS, else the number of cores: threads for
 # generation and prompt processing. LLAMA_MODEL_ALIAS: the model name requests use (default: the
 # GGUF's file name without .gguf). LLAMA_N_CTX: context length (default 4096). LLAMA_CACHE_MB:
-# memory for saved prompt prefixes (default 6144; 0 turns the cache off): the server runs through
-# tasks/llm/llama_serve.py, whose RAM cache keeps one prefix per reader, counted by the bytes it
-# really holds (0.6 MB a token for the 1.5B: its logits rows), so interleaved readers do not
-# re-read their reviews on every scored request.
+# memory for saved prompt prefixes (default 2048; 0 turns the cache off): the server runs through
+# tasks/llm/llama_serve.py, whose RAM cache keeps one prefix per reader and counts the bytes it
+# really holds (about 28 KB a token for the 1.5B), so interleaved readers do not re-read their
+# reviews on every scored request.
 #
 # No prebuilt wheel exists for 0.3.36: it is built from source once (10-18 minutes on 2 cores)
 # into .gravity/wheels/<cpu>/ and reused from there. The build targets the instruction sets this
@@ -116,7 +116,7 @@ port="${3:-8080}"
 [ -f "$gguf" ] || { echo "llama_server: no GGUF at $gguf" >&2; exit 1; }
 threads="${LLAMA_THREADS:-${GRAVITY_TORCH_THREADS:-$(nproc)}}"
 alias_name="${LLAMA_MODEL_ALIAS:-$(basename "$gguf" .gguf)}"
-cache_mb="${LLAMA_CACHE_MB:-6144}"
+cache_mb="${LLAMA_CACHE_MB:-2048}"
 [[ "$cache_mb" =~ ^[0-9]+$ ]] || { echo "llama_server: LLAMA_CACHE_MB must be a whole number of MB, not '$cache_mb'" >&2; exit 2; }
 cache_args=()
 if [ "$cache_mb" -gt 0 ]; then

@@ -135,23 +135,29 @@ def test_logprobs_come_back(llama_url):
 
 
 def test_interleaved_readers_each_find_their_prefix_in_the_prompt_cache(llama_url):
-    """Readers taking turns (as the profile stage's do): each reader's second request restores
-    that reader's saved prefix instead of reading its reviews again."""
+    """Readers taking turns (as the profile stage's do): a reader's later request restores that
+    reader's saved prefix instead of reading its reviews again, and its logprobs match a fresh
+    evaluation (the cache keeps one logits row of each state)."""
     sdk = openai.OpenAI(api_key="not-a-real-key", base_url=llama_url, max_retries=0)
     reviews = {r: f"Reader {r} reviews: " + f"a {r} story of harbours, families and slow forgiveness. " * 40
                for r in ("ann", "bo", "cy")}
 
-    def ask(reader: str, statement: str) -> None:
-        sdk.chat.completions.create(
+    def ask(reader: str, statement: str) -> dict[str, float]:
+        completion = sdk.chat.completions.create(
             model=ALIAS, max_tokens=2, temperature=0.0, logprobs=True, top_logprobs=5,
             messages=[{"role": "user", "content": f"{reviews[reader]}\nStatement: {statement} Stance?"}])
+        return {alt.token: alt.logprob for alt in completion.choices[0].logprobs.content[0].top_logprobs}
 
     log = SERVER_LOGS[llama_url]
     hits_before = log.read_text().count("cache hit")
-    for statement in ("Family comes first.", "Tradition matters."):
-        for reader in reviews:
-            ask(reader, statement)
+    fresh = {reader: ask(reader, "Family comes first.") for reader in reviews}
+    restored = ask("ann", "Family comes first.")
+    for reader in ("bo", "cy"):
+        ask(reader, "Tradition matters.")
     assert log.read_text().count("cache hit") - hits_before == 3
+    assert max(restored, key=restored.get) == max(fresh["ann"], key=fresh["ann"].get)
+    shared = set(restored) & set(fresh["ann"])
+    assert len(shared) >= 3 and all(abs(restored[t] - fresh["ann"][t]) < 0.05 for t in shared)
 
 
 def test_the_prompt_cache_counts_what_it_holds_and_keeps_one_entry_per_prefix():
@@ -160,15 +166,16 @@ def test_the_prompt_cache_counts_what_it_holds_and_keeps_one_entry_per_prefix():
     from tasks.llm.llama_serve import SizedRAMCache, entry_bytes
 
     def state(tokens: list[int], vocab: int = 1000):
-        return SimpleNamespace(llama_state_size=100 * len(tokens), scores=np.zeros((len(tokens), vocab), np.float32),
-                               input_ids=np.array(tokens, dtype=np.intc))
+        return SimpleNamespace(llama_state_size=100 * len(tokens), input_ids=np.array(tokens, dtype=np.intc),
+                               scores=np.arange(len(tokens) * vocab, dtype=np.float32).reshape(len(tokens), vocab))
 
     reviews_a, reviews_b = list(range(100)), list(range(1000, 1100))
     a1, a2, b1 = reviews_a + [1, 2], reviews_a + [3, 4], reviews_b + [1, 2]
-    one = entry_bytes(state(a1))
-    assert one == 102 * 100 + 102 * 1000 * 4 + 102 * np.dtype(np.intc).itemsize
+    one = 102 * 100 + 1000 * 4 + 102 * np.dtype(np.intc).itemsize   # state + one logits row + ids
     cache = SizedRAMCache(capacity_bytes=2 * one)
     cache[a1] = state(a1)
+    kept = cache.cache_state[tuple(a1)]
+    assert kept.scores.shape == (1, 1000) and kept.scores[0, 0] == 101 * 1000 and entry_bytes(kept) == one
     cache[b1] = state(b1)
     cache[a2] = state(a2)          # supersedes a1 (same reviews, another statement): a1 goes
     assert list(cache.cache_state) == [tuple(b1), tuple(a2)] and cache.cache_size == 2 * one

@@ -15,8 +15,15 @@ the one with the longest common prefix, which is what those readers need, but as
   the same reviews leaves 30 near-identical entries, and with readers taking turns the LRU must
   hold two entries per reader in flight to keep any.
 
-`SizedRAMCache` fixes both: its size is the bytes the entries hold, and a new entry replaces the
-entries it supersedes (those it shares at least `SUPERSEDED` of their tokens with).
+`SizedRAMCache` fixes both, and keeps only the last logits row of a saved state: its size is the
+bytes the entries hold, and a new entry replaces the entries it supersedes (those it shares at
+least `SUPERSEDED` of their tokens with). A restored prompt always has its last token evaluated
+again, and the logprobs of a chat reply come from rows computed after that, so the prompt's rows
+are never read; only `/v1/completions` with `echo` and `logprobs` reads them (the prompt's own
+logprobs), and over a restored prefix those would repeat the last row. GRAVITY never asks for
+`echo`. With one row an entry of the 1.5B is about 28 KB a token instead of 0.6 MB, so the
+profile stage's prefixes in flight (values, Big Five and summary prompts of 8 readers, ~24 of
+~1k tokens) fit in well under 1 GB.
 """
 from __future__ import annotations
 
@@ -44,6 +51,8 @@ class SizedRAMCache(LlamaRAMCache):
 
     def __setitem__(self, key: Sequence[int], value) -> None:
         key = tuple(key)
+        # load_state assigns scores[:n_tokens] = state.scores, so one row broadcasts.
+        value.scores = value.scores[-1:].copy()
         for old in [k for k in self.cache_state if k != key]:
             if llama_cpp.Llama.longest_token_prefix(old, key) >= SUPERSEDED * len(old):
                 del self.cache_state[old]

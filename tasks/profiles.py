@@ -7,12 +7,13 @@ and the code and prompts the task depends on (`tasks.caching`).
 """
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 from prefect import task
 
 from gravity_core.banks import SeedStatement
-from gravity_core.llm import SamplingParams, ScoreRequest, UnsupportedFeature
+from gravity_core.llm import LabelScores, SamplingParams, ScoreRequest, UnsupportedFeature
 from gravity_core.profile import facets, scoring
 from gravity_core.profile.config import ProfilesConfig
 from gravity_core.profile.country import country_schema, parse_country
@@ -23,6 +24,8 @@ from tasks.caching import LLM_TASK
 from tasks.classifiers import hf_classify_levels, hf_classify_label
 from tasks.llm.client import ModelClient
 from tasks.resources import load_prompt
+
+log = logging.getLogger(__name__)
 
 PROFILE_PROMPTS = ("profile_values", "profile_values_scored", "profile_value_summary", "profile_user_summary",
                    "profile_personality", "profile_personality_scored", "profile_demographics", "profile_country")
@@ -79,50 +82,69 @@ def infer_interests(user: UserInput, cfg: ProfilesConfig) -> Interests:
 @task(task_run_name="values-{user.user_id}", **LLM_TASK)
 def infer_values(user: UserInput, demo: Demographics, seeds: list[SeedStatement], cfg: ProfilesConfig,
                  client: ModelClient) -> Values:
-    """A stance on every seed, K seeds per call, reviews first; then the value summary."""
+    """A stance on every seed, K seeds per call, reviews first; then the value summary. Scored
+    where the backend can (`profiles.scoring: likelihood`): a batch whose reply cannot be scored
+    (an endpoint's model did not answer in lines) is asked as JSON on its own, and a backend that
+    cannot score at all is asked as JSON from that batch on."""
     text, review_ids = facets.fit_reviews(user.reviews, cfg)
-    stances: dict[str, str] = {}
     batches = facets.batches(seeds, cfg.values_batch_size)
+    stances: dict[str, str] = {}
+    scores: dict[str, dict[str, float]] = {}
+    can_score, method = cfg.scoring == "likelihood", "generate"
     try:
-        if cfg.scoring == "likelihood":
-            try:
-                scores, method, _ = score_stances(user, demo, text, batches, client)
-                stances = scoring.stances(scores, cfg.neutral_margin)
-                summary = _value_summary(user, demo, seeds, stances, cfg, client)
-                return Values(user_id=user.user_id, stances=stances, summary=summary, review_ids=review_ids,
-                              calls=len(batches), method=method, scores=scores)
-            except UnsupportedFeature:
-                pass  # this backend cannot score labels: the model writes them as JSON
-        template = load_prompt("profile_values")
         for index, batch in enumerate(batches):
-            ids = [s.id for s in batch]
-            request = template.request(
-                SamplingParams(max_tokens=12 * len(ids) + 16), facets.stance_schema(ids),
-                demographics=demo.describe(), reviews=text,
-                statements=[{"id": s.id, "statement": s.statement} for s in batch])
-            stances.update(client.structured(request, partial(facets.parse_stances, seed_ids=ids),
-                                             stage="profiles.values", user_id=user.user_id,
-                                             item_id=f"batch-{index}"))
+            if can_score:
+                try:
+                    result = score_batch(user, demo, text, index, batch, client)
+                except UnsupportedFeature as exc:
+                    can_score = exc.feature == "scorable_reply"
+                    log.warning("values of %s, batch %d: %s; asked as JSON%s", user.user_id, index, exc,
+                                "" if can_score else " from here on")
+                else:
+                    scores.update(result.scores)
+                    stances.update(scoring.stances(result.scores, cfg.neutral_margin))
+                    method = result.method
+                    continue
+            stances.update(_written_stances(user, demo, text, index, batch, client))
         summary = _value_summary(user, demo, seeds, stances, cfg, client)
     finally:
         client.ledger.flush()
     return Values(user_id=user.user_id, stances=stances, summary=summary, review_ids=review_ids,
-                  calls=len(batches))
+                  calls=len(batches), method=method, scores=scores)
+
+
+def _written_stances(user: UserInput, demo: Demographics, text: str, index: int, batch: list[SeedStatement],
+                     client: ModelClient) -> dict[str, str]:
+    """One batch's stances written by the model as JSON."""
+    ids = [s.id for s in batch]
+    request = load_prompt("profile_values").request(
+        SamplingParams(max_tokens=12 * len(ids) + 16), facets.stance_schema(ids),
+        demographics=demo.describe(), reviews=text,
+        statements=[{"id": s.id, "statement": s.statement} for s in batch])
+    return client.structured(request, partial(facets.parse_stances, seed_ids=ids), stage="profiles.values",
+                             user_id=user.user_id, item_id=f"batch-{index}")
+
+
+def score_batch(user: UserInput, demo: Demographics, text: str, index: int, batch: list[SeedStatement],
+                client: ModelClient) -> LabelScores:
+    """One batch's label log-probabilities (reviews first, so the batch shares its prefix with the
+    reader's other batches)."""
+    template = load_prompt("profile_values_scored")
+    messages = template.render(demographics=demo.describe(), reviews=text,
+                               statements=[{"id": s.id, "statement": s.statement} for s in batch])
+    request = ScoreRequest(messages=messages, items=tuple(s.id for s in batch), labels=scoring.STANCES,
+                           prompt_name=template.name, prompt_version=template.version)
+    return client.score(request, stage="profiles.values", user_id=user.user_id, item_id=f"batch-{index}")
 
 
 def score_stances(user: UserInput, demo: Demographics, text: str, batches: list[list[SeedStatement]],
                   client: ModelClient) -> tuple[dict[str, dict[str, float]], str, int]:
-    """Label log-probabilities of every seed, one scored request per batch (reviews first, so a
-    batch shares its prefix with the reader's other batches). Returns (scores, method, input tokens)."""
-    template = load_prompt("profile_values_scored")
+    """Label log-probabilities of every seed, one scored request per batch (bench/bench_stances.py).
+    Returns (scores, method, input tokens)."""
     scores: dict[str, dict[str, float]] = {}
     method, tokens = "likelihood", 0
     for index, batch in enumerate(batches):
-        messages = template.render(demographics=demo.describe(), reviews=text,
-                                   statements=[{"id": s.id, "statement": s.statement} for s in batch])
-        request = ScoreRequest(messages=messages, items=tuple(s.id for s in batch), labels=scoring.STANCES,
-                               prompt_name=template.name, prompt_version=template.version)
-        result = client.score(request, stage="profiles.values", user_id=user.user_id, item_id=f"batch-{index}")
+        result = score_batch(user, demo, text, index, batch, client)
         scores.update(result.scores)
         method, tokens = result.method, tokens + result.input_tokens
     return scores, method, tokens

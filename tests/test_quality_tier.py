@@ -170,6 +170,52 @@ def test_profile_values_fall_back_to_json_where_the_backend_cannot_score(tmp_pat
     assert values.method == "generate" and set(values.stances) == {"wvs-001"} and values.scores == {}
 
 
+@pytest.mark.parametrize("failure, written", [("scorable_reply", ["wvs-002"]),   # that batch only
+                                               ("logprobs", ["wvs-002", "wvs-003"])])  # from there on
+def test_a_batch_that_cannot_be_scored_is_asked_as_json(tmp_path, failure, written):
+    """Over an endpoint, one reply that is not in `<id>: <label>` lines costs that batch a JSON
+    request, not the reader's other statements; an endpoint without logprobs switches for good."""
+    from gravity_core.banks import SeedStatement
+    from gravity_core.llm import LabelScores, UnsupportedFeature
+    from gravity_core.llm_config import BackendConfig, LLMConfig
+    from gravity_core.profile.config import ProfilesConfig
+    from gravity_core.profile.records import Demographics, UserInput, UserReview
+    from tasks.llm.cache import RequestCache
+    from tasks.llm.client import ModelClient
+    from tasks.llm.fake import FakeBackend
+    from tasks.llm.ledger import Ledger
+    from tasks.profiles import infer_values
+
+    class Scoring(FakeBackend):
+        can_score = True
+
+        def score_labels(self, request):
+            (item,) = request.items
+            if item == "wvs-002":
+                raise UnsupportedFeature("unscorable reply: no label line", feature=failure)
+            return LabelScores(scores={item: {"support": -0.1, "no support": -3.0, "neutral": -2.5}},
+                               method="logprobs", input_tokens=900, output_tokens=6)
+
+    ledger = Ledger(tmp_path, "r")
+    client = ModelClient(Scoring("schema-fill", model="fake"), BackendConfig(backend="fake", fake_script="schema-fill"),
+                         LLMConfig(), RequestCache(tmp_path / "c.sqlite"), ledger)
+    seeds = [SeedStatement(id=f"wvs-00{i}", statement=f"Statement {i}.", source="wvs7", topic="society",
+                           construct="c")
+             for i in (1, 2, 3)]
+    user = UserInput(user_id="u1", reviews=(UserReview(review_id="r1", parent_asin="B1", rating=5, text="Lovely.",
+                                                       timestamp=1),))
+    demo = Demographics(user_id="u1", country=None, age=None, age_bin=None, gender=None, sources={})
+    values = infer_values.fn(user, demo, seeds, ProfilesConfig(values_batch_size=1), client)
+    scored = sorted({"wvs-001", "wvs-002", "wvs-003"} - set(written))
+    assert values.method == "logprobs" and sorted(values.scores) == scored
+    assert set(values.stances) == {"wvs-001", "wvs-002", "wvs-003"}
+    assert all(values.stances[seed] == "support" for seed in scored)
+    import polars as pl
+    rows = pl.concat([pl.read_parquet(p) for p in (tmp_path / "ledger.parts").glob("*.parquet")])
+    json_rows = rows.filter(pl.col("prompt").str.starts_with("profile_values@"))
+    assert sorted(json_rows["item_id"]) == [f"batch-{int(w[-1]) - 1}" for w in written]
+
+
 def _reader_request(reader: str, statement: str) -> ScoreRequest:
     reviews = " ".join([f"{reader} wrote about faith, family and work."] * 20)
     text = f"Reviews: {reviews}\nStatement s1: {statement}\nAnswer 's1: support|no support|neutral'."

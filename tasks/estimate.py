@@ -222,7 +222,7 @@ def profile_calls(user: UserInput, recipe: Recipe, seeds: list, options: list[st
     values_prompt = "profile_values_scored" if scored else "profile_values"
     calls += [Planned("profiles.values", values_prompt, "profile", lambda b=b: load_prompt(values_prompt).request(
         SamplingParams(max_tokens=12 * len(b) + 16), None if scored else facets.stance_schema([s.id for s in b]),
-        demographics=demo, reviews=text(), statements=[{"id": s.id, "statement": s.statement} for s in b]))
+        demographics=demo, reviews=text(), statements=facets.statement_rows(b)))
         for b in facets.batches(seeds, cfg.values_batch_size)]
     stances = {"support": [s.statement for s in seeds[::2]], "no_support": [s.statement for s in seeds[1::2]]}
     summary = SamplingParams(max_tokens=cfg.summary_max_tokens)

@@ -120,7 +120,7 @@ def _written_stances(user: UserInput, demo: Demographics, text: str, index: int,
     request = load_prompt("profile_values").request(
         SamplingParams(max_tokens=12 * len(ids) + 16), facets.stance_schema(ids),
         demographics=demo.describe(), reviews=text,
-        statements=[{"id": s.id, "statement": s.statement} for s in batch])
+        statements=facets.statement_rows(batch))
     return client.structured(request, partial(facets.parse_stances, seed_ids=ids), stage="profiles.values",
                              user_id=user.user_id, item_id=f"batch-{index}")
 
@@ -131,7 +131,7 @@ def score_batch(user: UserInput, demo: Demographics, text: str, index: int, batc
     reader's other batches)."""
     template = load_prompt("profile_values_scored")
     messages = template.render(demographics=demo.describe(), reviews=text,
-                               statements=[{"id": s.id, "statement": s.statement} for s in batch])
+                               statements=facets.statement_rows(batch))
     request = ScoreRequest(messages=messages, items=tuple(s.id for s in batch), labels=scoring.STANCES,
                            prompt_name=template.name, prompt_version=template.version)
     return client.score(request, stage="profiles.values", user_id=user.user_id, item_id=f"batch-{index}")

@@ -147,26 +147,30 @@ def test_packed_label_scores_equal_plain_forward_passes():
     assert backend.identity.model == EMBEDDED_MODEL  # fp32: no precision tag
 
 
-def test_profile_values_fall_back_to_json_where_the_backend_cannot_score(tmp_path):
-    """The scripted fake backend has no scorer: the stage asks for JSON stances, as before."""
-    from gravity_core.banks import SeedStatement
+def _values_of(backend, seeds, cfg, tmp_path, ledger):
+    """infer_values for one user with one review, through `backend` (a scripted fake)."""
     from gravity_core.llm_config import BackendConfig, LLMConfig
-    from gravity_core.profile.config import ProfilesConfig
     from gravity_core.profile.records import Demographics, UserInput, UserReview
     from tasks.llm.cache import RequestCache
     from tasks.llm.client import ModelClient
-    from tasks.llm.fake import FakeBackend
-    from tasks.llm.ledger import Ledger
     from tasks.profiles import infer_values
-    backend = FakeBackend("schema-fill", model="fake")
     client = ModelClient(backend, BackendConfig(backend="fake", fake_script="schema-fill"), LLMConfig(),
-                         RequestCache(tmp_path / "c.sqlite"), Ledger(None, "r"))
-    seeds = [SeedStatement(id="wvs-001", statement="Religion is very important in my life.", source="wvs7",
-                           topic="religion", construct="importance of religion")]
+                         RequestCache(tmp_path / "c.sqlite"), ledger)
     user = UserInput(user_id="u1", reviews=(UserReview(review_id="r1", parent_asin="B1", rating=5, text="Lovely.",
                                                        timestamp=1),))
     demo = Demographics(user_id="u1", country=None, age=None, age_bin=None, gender=None, sources={})
-    values = infer_values.fn(user, demo, seeds, ProfilesConfig(), client)
+    return infer_values.fn(user, demo, seeds, cfg, client)
+
+
+def test_profile_values_fall_back_to_json_where_the_backend_cannot_score(tmp_path):
+    """The scripted fake backend has no scorer: the stage asks for JSON stances, as before."""
+    from gravity_core.banks import SeedStatement
+    from gravity_core.profile.config import ProfilesConfig
+    from tasks.llm.fake import FakeBackend
+    from tasks.llm.ledger import Ledger
+    seeds = [SeedStatement(id="wvs-001", statement="Religion is very important in my life.", source="wvs7",
+                           topic="religion", construct="importance of religion")]
+    values = _values_of(FakeBackend("schema-fill", model="fake"), seeds, ProfilesConfig(), tmp_path, Ledger(None, "r"))
     assert values.method == "generate" and set(values.stances) == {"wvs-001"} and values.scores == {}
 
 
@@ -175,16 +179,13 @@ def test_profile_values_fall_back_to_json_where_the_backend_cannot_score(tmp_pat
 def test_a_batch_that_cannot_be_scored_is_asked_as_json(tmp_path, failure, written):
     """Over an endpoint, one reply that is not in `<id>: <label>` lines costs that batch a JSON
     request, not the reader's other statements; an endpoint without logprobs switches for good."""
+    import polars as pl
+
     from gravity_core.banks import SeedStatement
     from gravity_core.llm import LabelScores, UnsupportedFeature
-    from gravity_core.llm_config import BackendConfig, LLMConfig
     from gravity_core.profile.config import ProfilesConfig
-    from gravity_core.profile.records import Demographics, UserInput, UserReview
-    from tasks.llm.cache import RequestCache
-    from tasks.llm.client import ModelClient
     from tasks.llm.fake import FakeBackend
     from tasks.llm.ledger import Ledger
-    from tasks.profiles import infer_values
 
     class Scoring(FakeBackend):
         can_score = True
@@ -196,21 +197,15 @@ def test_a_batch_that_cannot_be_scored_is_asked_as_json(tmp_path, failure, writt
             return LabelScores(scores={item: {"support": -0.1, "no support": -3.0, "neutral": -2.5}},
                                method="logprobs", input_tokens=900, output_tokens=6)
 
-    ledger = Ledger(tmp_path, "r")
-    client = ModelClient(Scoring("schema-fill", model="fake"), BackendConfig(backend="fake", fake_script="schema-fill"),
-                         LLMConfig(), RequestCache(tmp_path / "c.sqlite"), ledger)
     seeds = [SeedStatement(id=f"wvs-00{i}", statement=f"Statement {i}.", source="wvs7", topic="society",
                            construct="c")
              for i in (1, 2, 3)]
-    user = UserInput(user_id="u1", reviews=(UserReview(review_id="r1", parent_asin="B1", rating=5, text="Lovely.",
-                                                       timestamp=1),))
-    demo = Demographics(user_id="u1", country=None, age=None, age_bin=None, gender=None, sources={})
-    values = infer_values.fn(user, demo, seeds, ProfilesConfig(values_batch_size=1), client)
+    values = _values_of(Scoring("schema-fill", model="fake"), seeds, ProfilesConfig(values_batch_size=1), tmp_path,
+                        Ledger(tmp_path, "r"))
     scored = sorted({"wvs-001", "wvs-002", "wvs-003"} - set(written))
     assert values.method == "logprobs" and sorted(values.scores) == scored
     assert set(values.stances) == {"wvs-001", "wvs-002", "wvs-003"}
     assert all(values.stances[seed] == "support" for seed in scored)
-    import polars as pl
     rows = pl.concat([pl.read_parquet(p) for p in (tmp_path / "ledger.parts").glob("*.parquet")])
     json_rows = rows.filter(pl.col("prompt").str.starts_with("profile_values@"))
     assert sorted(json_rows["item_id"]) == [f"batch-{int(w[-1]) - 1}" for w in written]

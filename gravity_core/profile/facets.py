@@ -72,6 +72,11 @@ def interests(user: UserInput, cfg: ProfilesConfig) -> Interests:
                      shares={g: round(counts[g] / total, 4) for g in chosen})
 
 
+def statement_rows(batch: list) -> list[dict[str, str]]:
+    """The `statements` input of the values prompts: id and text of each seed in the batch."""
+    return [{"id": s.id, "statement": s.statement} for s in batch]
+
+
 def batches(items: list, size: int) -> list[list]:
     """Consecutive batches of `size`; ceil(len/size) of them."""
     return [items[i: i + size] for i in range(0, len(items), size)]

@@ -184,8 +184,9 @@ def read_label_logprobs(tokens: list[tuple[str, list[tuple[str, float]]]], items
     found: dict[str, dict[str, float]] = {}
     line = ""
     for text, alternatives in tokens:
-        head = line.strip().lstrip("-*•\"' ").lower()
-        pending = [i for i in items if i not in found and head == f"{i.lower()}{gap}"]
+        head = line.strip().lower()
+        key = _item_key(head[: len(head) - len(gap)]) if head.endswith(gap) else None
+        pending = [i for i in items if i not in found and key == i.lower()]
         if pending and text.strip():
             totals: dict[str, list[float]] = {label: [] for label in labels}
             for alt, logprob in alternatives or [(text, 0.0)]:
@@ -216,12 +217,18 @@ def normalise_logprobs(totals: dict[str, float]) -> dict[str, float]:
     return {label: round(v - norm, 6) for label, v in totals.items()}
 
 
+def _item_key(head: str) -> str:
+    """An item id as a reply line names it, without the wrappers small models add: a list bullet,
+    quotes, backticks, markdown bold or the angle brackets of a prompt's "<statement id>: ..."."""
+    return head.strip().lstrip("-*•\"'`<[( ").rstrip("\"'`>]) *")
+
+
 def _written_labels(text: str, items: tuple[str, ...], labels: tuple[str, ...], gap: str) -> dict[str, str]:
     out = {}
     for line in text.splitlines():
-        key, _, value = line.strip().lstrip("-*•\"' ").partition(gap or " ")
+        key, _, value = line.strip().partition(gap or " ")
         value = value.strip().strip("\"'.").lower()
-        match = [i for i in items if i.lower() == key.strip().lower()]
+        match = [i for i in items if i.lower() == _item_key(key).lower()]
         if match and value in [label.lower() for label in labels]:
             out.setdefault(match[0], labels[[label.lower() for label in labels].index(value)])
     return out

@@ -137,6 +137,26 @@ def test_label_logprobs_are_read_where_each_label_starts():
         read_label_logprobs(tokens, ("wvs-001", "wvs-003"), labels)
 
 
+def test_label_logprobs_are_read_after_an_id_the_model_wrapped():
+    """Qwen2.5-1.5B through llama.cpp answered a third of the quality run's scored values requests
+    as `<hof-02>: no support`, copying the prompt's "<statement id>: support" literally; such
+    replies were unscorable and each cost a second request as JSON."""
+    from gravity_core.llm import read_label_logprobs
+    labels = ("support", "no support", "neutral")
+    tokens = [("<h", []), ("of", []), ("-", []), ("0", []), ("2", []), (">:", []),
+              (" no", [(" no", -0.3), (" support", -1.6), (" neutral", -2.8)]), (" support", []), ("\n", []),
+              ("**sch-01**", []), (":", []), (" neutral", [(" neutral", -0.4), (" support", -1.2)]), ("\n", []),
+              ("`wvs-002`: support", [])]
+    scores = read_label_logprobs(tokens, ("hof-02", "sch-01", "wvs-002"), labels)
+    assert max(scores["hof-02"], key=scores["hof-02"].get) == "no support"
+    assert scores["hof-02"]["no support"] == pytest.approx(-0.3, abs=0.05)
+    assert max(scores["sch-01"], key=scores["sch-01"].get) == "neutral"
+    assert scores["wvs-002"]["support"] == 0.0  # written inside one token: only the written label is known
+    # a wrapped id that is not the asked one still answers nothing
+    with pytest.raises(ValueError, match="hof-03"):
+        read_label_logprobs(tokens, ("hof-03",), labels)
+
+
 def test_an_endpoint_without_logprobs_is_detected_once_then_json_is_asked(openai_server, tmp_path):
     """`transformers serve` ignores logprobs: the first scored call sees none and the backend says
     so from then on without sending more scoring requests."""

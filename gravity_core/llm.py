@@ -185,8 +185,8 @@ def read_label_logprobs(tokens: list[tuple[str, list[tuple[str, float]]]], items
     line = ""
     for text, alternatives in tokens:
         head = line.strip().lower()
-        key = _item_key(head[: len(head) - len(gap)]) if head.endswith(gap) else None
-        pending = [i for i in items if i not in found and key == i.lower()]
+        item = _named_item(head[: len(head) - len(gap)], items) if head.endswith(gap) else None
+        pending = [item] if item is not None and item not in found else []
         if pending and text.strip():
             totals: dict[str, list[float]] = {label: [] for label in labels}
             for alt, logprob in alternatives or [(text, 0.0)]:
@@ -217,10 +217,17 @@ def normalise_logprobs(totals: dict[str, float]) -> dict[str, float]:
     return {label: round(v - norm, 6) for label, v in totals.items()}
 
 
-def _item_key(head: str) -> str:
-    """An item id as a reply line names it, without the wrappers small models add: a list bullet,
-    quotes, backticks, markdown bold or the angle brackets of a prompt's "<statement id>: ..."."""
-    return head.strip().lstrip("-*•\"'`<[( ").rstrip("\"'`>]) *")
+def _named_item(head: str, items: tuple[str, ...]) -> str | None:
+    """The item a reply line's head names: its id without the wrappers small models add (a list
+    bullet, quotes, backticks, markdown bold, the angle brackets of a prompt's "<statement id>:
+    ..."), or, where no id is a number, its 1-based position in the request ("<1>: support")."""
+    key = head.strip().lstrip("-*•\"'`<[( ").rstrip("\"'`>]) *.").lower()
+    for item in items:
+        if item.lower() == key:
+            return item
+    if key.isdigit() and not any(i.isdigit() for i in items) and 1 <= int(key) <= len(items):
+        return items[int(key) - 1]
+    return None
 
 
 def _written_labels(text: str, items: tuple[str, ...], labels: tuple[str, ...], gap: str) -> dict[str, str]:
@@ -228,7 +235,7 @@ def _written_labels(text: str, items: tuple[str, ...], labels: tuple[str, ...], 
     for line in text.splitlines():
         key, _, value = line.strip().partition(gap or " ")
         value = value.strip().strip("\"'.").lower()
-        match = [i for i in items if i.lower() == _item_key(key).lower()]
-        if match and value in [label.lower() for label in labels]:
-            out.setdefault(match[0], labels[[label.lower() for label in labels].index(value)])
+        item = _named_item(key, items)
+        if item is not None and value in [label.lower() for label in labels]:
+            out.setdefault(item, labels[[label.lower() for label in labels].index(value)])
     return out

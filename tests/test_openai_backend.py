@@ -157,6 +157,25 @@ def test_label_logprobs_are_read_after_an_id_the_model_wrapped():
         read_label_logprobs(tokens, ("hof-03",), labels)
 
 
+def test_label_logprobs_are_read_after_a_position_the_model_wrote_for_the_id():
+    """Asked for one statement, the 1.5B over llama.cpp once per reader wrote `<1>: support` for
+    hof-10: a number names the request's item at that position, unless the ids are numbers."""
+    from gravity_core.llm import read_label_logprobs
+    labels = ("support", "no support", "neutral")
+    tokens = [("<", []), ("1", []), (">:", []), (" support", [(" support", -0.1), (" neutral", -2.4)]), ("\n", []),
+              ("2: neutral", [])]
+    one = read_label_logprobs(tokens[:4], ("hof-10",), labels)
+    assert max(one["hof-10"], key=one["hof-10"].get) == "support"
+    two = read_label_logprobs(tokens, ("hof-10", "wvs-003"), labels)
+    assert two["hof-10"]["support"] == pytest.approx(-0.1, abs=0.1)
+    assert two["wvs-003"]["neutral"] == 0.0  # written inside one token
+    # a position past the request's items, or ids that are themselves numbers, name nothing
+    with pytest.raises(ValueError, match="hof-10"):
+        read_label_logprobs([("3: support", [])], ("hof-10", "wvs-003"), labels)
+    with pytest.raises(ValueError, match="'2'"):
+        read_label_logprobs([("1: support", [])], ("2",), labels)
+
+
 def test_an_endpoint_without_logprobs_is_detected_once_then_json_is_asked(openai_server, tmp_path):
     """`transformers serve` ignores logprobs: the first scored call sees none and the backend says
     so from then on without sending more scoring requests."""

@@ -23,9 +23,13 @@ QUIET_ENV = {
     # A temporary Prefect server starts in about 20 s on a cold, busy 2-core machine; Prefect waits 20 s.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
-# Loggers that warn at import about optional speed-ups a CPU user cannot act on (bitsandbytes on
-# an AVX512-BF16 CPU: "Failed to load CPU gemm_4bit_forward ... pip install kernels").
-IMPORT_NOISE = ("bitsandbytes",)
+# Loggers that warn at import about optional speed-ups a CPU user cannot act on. On an AVX512-BF16
+# CPU bitsandbytes fetches a gemm kernel from the Hub when it is imported (peft imports it):
+# without `kernels` it warns "Failed to load CPU gemm_4bit_forward ... pip install kernels"; with
+# kernels 0.19 (a transformers 5.25 dependency), offline, kernels warns "Skipping publisher trust
+# check for 'kernels-community/quantization-bitsandbytes' ...". Either broke every command's
+# one-line error.
+IMPORT_NOISE = ("bitsandbytes", "kernels")
 
 
 def recipe_path(recipe: str) -> Path:

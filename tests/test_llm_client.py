@@ -161,6 +161,36 @@ def test_identical_requests_in_flight_at_once_are_sent_once(tmp_path):
     assert client._in_flight._held == {}  # nothing left behind
 
 
+def test_the_ledger_parts_a_calls_wait_for_a_slot_from_its_latency(tmp_path):
+    """With max_concurrency 1 (llama.cpp's server) a call's latency_s includes the turns of the
+    calls before it; queued_s says how much of it was that wait."""
+    backend = SlowEcho("echo")
+    client = make_client(tmp_path, backend)
+    client.limiter = Limiter(LimitsConfig(max_concurrency=1, use_prefect=False), "fake")
+    start = threading.Barrier(3)
+
+    def call(text):
+        start.wait()
+        client.complete(REQ.model_copy(update={"messages": (Message(role="user", content=text),)}), stage="t")
+    threads = [threading.Thread(target=call, args=(t,)) for t in "abc"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    client.ledger.flush()
+    ledger = read_ledger(tmp_path / "run").sort("queued_s")
+    assert ledger["queued_s"].to_list() == pytest.approx([0.0, 0.2, 0.4], abs=0.1)
+    assert (ledger["latency_s"] - ledger["queued_s"]).to_list() == pytest.approx([0.2] * 3, abs=0.1)
+    # a ledger written before the column existed reads with queued_s null, and totals still add up
+    from gravity_core.layout import RunLayout
+    from gravity_core.ledger_report import totals
+    old = tmp_path / "old"
+    old.mkdir()
+    ledger.drop("queued_s").write_parquet(RunLayout.of(old).ledger)
+    assert read_ledger(old)["queued_s"].null_count() == 3
+    assert totals(read_ledger(old))["all"]["queued_s"].item() == 0.0
+
+
 def _fill_cache(path: str, worker: int) -> None:
     cache = RequestCache(Path(path))
     for i in range(25):

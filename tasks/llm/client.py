@@ -95,12 +95,18 @@ class ModelClient:
         self.structured_items = 0
         self.structured_valid_first_try = 0
 
-    def _attempt_loop(self, request: ChatRequest, call: Callable | None = None) -> tuple[ChatReply, int]:
+    def _attempt_loop(self, request: ChatRequest, call: Callable | None = None,
+                      queued: list[float] | None = None) -> tuple[ChatReply, int]:
+        """`call` with retries and back-off, each attempt in a limiter slot; the seconds spent
+        waiting for slots are appended to `queued`."""
         retry = self.cfg.retry
         call = call or self.backend.complete
+        queued = [] if queued is None else queued
         for attempt in range(1, retry.max_attempts + 1):
             try:
+                asked = time.monotonic()
                 with self.limiter.slot():
+                    queued.append(time.monotonic() - asked)
                     return call(request), attempt
             except UnsupportedFeature:
                 raise
@@ -129,11 +135,12 @@ class ModelClient:
         identity = self.backend.identity
         started = time.monotonic()
         with self._in_flight.hold(key):
+            queued = [time.monotonic() - started]
             reply = self.cache.get(key)
             cached, attempts, status = reply is not None, 0, "ok"
             try:
                 if reply is None:
-                    reply, attempts = self._attempt_loop(request, call)
+                    reply, attempts = self._attempt_loop(request, call, queued)
                     self.cache.put(key, reply, identity.backend, identity.model)
             except ModelCallError as exc:  # UnsupportedFeature included: the request was sent
                 status, attempts = f"error: {exc.kind}", getattr(exc, "attempts", max(attempts, 1))
@@ -142,7 +149,7 @@ class ModelClient:
                 raise
             finally:
                 self._record(request, key, reply, stage, user_id, item_id, cached, attempts, reasks,
-                             status, time.monotonic() - started)
+                             status, time.monotonic() - started, queued=sum(queued))
         return reply
 
     def score(self, request: ScoreRequest, *, stage: str, user_id: str | None = None,
@@ -201,6 +208,7 @@ class ModelClient:
         started = time.monotonic()
         try:
             with self.limiter.slot():
+                queued = (time.monotonic() - started) / len(missing)
                 replies = batch([requests[i] for i in missing])
         except ModelCallError:  # one by one instead, each with its own retries
             return {}
@@ -209,14 +217,15 @@ class ModelClient:
         for i, reply in zip(missing, replies):
             if isinstance(reply, ModelCallError):
                 self._record(requests[i], keys[i], None, stage, user_id, item_ids[i], False, 1, 0,
-                             f"error: {reply.kind}", share, mode)
+                             f"error: {reply.kind}", share, mode, queued=queued)
                 continue
             self.cache.put(keys[i], reply, self.backend.identity.backend, self.backend.identity.model)
-            self._record(requests[i], keys[i], reply, stage, user_id, item_ids[i], False, 1, 0, "ok", share, mode)
+            self._record(requests[i], keys[i], reply, stage, user_id, item_ids[i], False, 1, 0, "ok", share, mode,
+                         queued=queued)
         return dict(zip(missing, replies))
 
     def _record(self, request, key, reply, stage, user_id, item_id, cached, attempts, reasks, status, latency,
-                mode="sync"):
+                mode="sync", queued=0.0):
         identity = self.backend.identity
         with self._count_lock:
             if cached:
@@ -230,7 +239,8 @@ class ModelClient:
             backend=identity.backend, model=identity.model, adapter=identity.adapter,
             prompt=f"{request.prompt_name}@{request.prompt_version}", request_key=key,
             input_tokens=tokens_in, output_tokens=tokens_out, cached=cached, attempts=attempts,
-            reasks=reasks, status=status, latency_s=round(latency, 4), ts=time.time(), mode=mode,
+            reasks=reasks, status=status, latency_s=round(latency, 4), queued_s=round(queued, 4), ts=time.time(),
+            mode=mode,
             cost_usd=0.0 if cached else self.llm.cost_usd(identity.model, tokens_in, tokens_out, mode == "batch")))
 
     def _reask_text(self, error: str) -> str:

@@ -26,7 +26,7 @@ LEDGER_SCHEMA = {
     "backend": pl.String, "model": pl.String, "adapter": pl.String, "prompt": pl.String,
     "request_key": pl.String, "input_tokens": pl.Int64, "output_tokens": pl.Int64,
     "cached": pl.Boolean, "attempts": pl.Int64, "reasks": pl.Int64,
-    "status": pl.String, "latency_s": pl.Float64, "cost_usd": pl.Float64, "ts": pl.Float64,
+    "status": pl.String, "latency_s": pl.Float64, "queued_s": pl.Float64, "cost_usd": pl.Float64, "ts": pl.Float64,
     "mode": pl.String, "flush_id": pl.String,
 }
 
@@ -49,7 +49,8 @@ class LedgerRow(BaseModel):
     attempts: int = 0
     reasks: int = 0
     status: str = "ok"
-    latency_s: float = 0.0
+    latency_s: float = 0.0  # the logical call's wall time: queued_s, then requests, retries and back-off
+    queued_s: float = 0.0  # of latency_s, waiting for a limiter slot or for an identical request in flight
     cost_usd: float = 0.0
     ts: float = 0.0
     mode: str = "sync"
@@ -108,7 +109,9 @@ def _merged(layout: RunLayout, parts: list[Path]) -> pl.DataFrame:
     frames += [pl.read_parquet(p) for p in parts if p.stem not in merged]
     if not frames:
         return pl.DataFrame(schema=LEDGER_SCHEMA)
-    return pl.concat(frames, how="diagonal_relaxed")  # older files may lack newer columns
+    frame = pl.concat(frames, how="diagonal_relaxed")  # older files may lack newer columns: null there
+    return frame.with_columns(pl.lit(None, dtype).alias(name) for name, dtype in LEDGER_SCHEMA.items()
+                              if name not in frame.columns)
 
 
 def compact(run_dir: Path) -> int:

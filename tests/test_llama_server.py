@@ -184,6 +184,22 @@ def test_the_prompt_cache_counts_what_it_holds_and_keeps_one_entry_per_prefix():
     assert list(cache.cache_state) == [tuple(a2), (7,) * 102]
 
 
+def test_logprobs_are_computed_for_the_rows_read_only():
+    """A reply's logprobs took the log-softmax of the prompt's rows too (0.5 GB a request for a
+    800-token prompt of the 1.5B); only the rows sliced out are computed now, with the same values."""
+    import numpy as np
+
+    from tasks.llm.llama_serve import _LOG_SOFTMAX, RowLogprobs, logits_to_logprobs
+    logits = np.random.default_rng(0).normal(size=(50, 300)).astype(np.single)
+    logits[3, 7] = np.inf * -1
+    deferred = logits_to_logprobs(logits)
+    assert isinstance(deferred, RowLogprobs) and len(deferred) == 50
+    np.testing.assert_allclose(deferred[40:], _LOG_SOFTMAX(logits)[40:], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(deferred), _LOG_SOFTMAX(logits), rtol=1e-6)
+    one_row = logits_to_logprobs(logits[0])      # the streaming path's single row: computed at once
+    np.testing.assert_allclose(one_row, _LOG_SOFTMAX(logits[0]), rtol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def qwen_url(tmp_path_factory):
     """The quality model's joined GGUF served by llama.cpp (skipped where its parts are missing)."""

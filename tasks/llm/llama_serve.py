@@ -24,12 +24,20 @@ logprobs), and over a restored prefix those would repeat the last row. GRAVITY n
 `echo`. With one row an entry of the 1.5B is about 28 KB a token instead of 0.6 MB, so the
 profile stage's prefixes in flight (values, Big Five and summary prompts of 8 readers, ~24 of
 ~1k tokens) fit in well under 1 GB.
+
+A reply with `logprobs` also made llama-cpp-python 0.3.36 take the log-softmax of every row of
+its logits, the prompt's included, and then keep only the reply's rows
+(`logits_to_logprobs(self._scores)[token_offset:]`): for a 800-token prompt 0.5 GB of float32 and
+its temporaries per request, several seconds of page faults on 2 cores, for 30 rows it reads.
+`RowLogprobs` computes only the rows sliced out; the figures are the same (the log-softmax is per
+row).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import llama_cpp
+import numpy as np
 from llama_cpp.llama_cache import LlamaRAMCache
 
 # An entry sharing this fraction of its tokens with a newer one is dropped when the newer one is
@@ -59,9 +67,36 @@ class SizedRAMCache(LlamaRAMCache):
         super().__setitem__(key, value)
 
 
+_LOG_SOFTMAX = llama_cpp.Llama.logits_to_logprobs
+
+
+class RowLogprobs:
+    """The log-softmax of a logits matrix's rows, computed for the rows sliced out only."""
+
+    def __init__(self, logits: np.ndarray):
+        self.logits = logits
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+    def __getitem__(self, rows):
+        return _LOG_SOFTMAX(self.logits[rows], axis=-1)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
+
+
+def logits_to_logprobs(logits, axis: int = -1):
+    """`Llama.logits_to_logprobs`, deferred for a 2-D matrix until its rows are sliced out."""
+    if isinstance(logits, np.ndarray) and logits.ndim == 2 and axis in (-1, 1):
+        return RowLogprobs(logits)
+    return _LOG_SOFTMAX(logits, axis=axis)
+
+
 def main() -> None:
     # llama_cpp.server.model builds its RAM cache as `llama_cpp.LlamaRAMCache(capacity_bytes=...)`.
     llama_cpp.LlamaRAMCache = SizedRAMCache
+    llama_cpp.Llama.logits_to_logprobs = staticmethod(logits_to_logprobs)
     from llama_cpp.server.__main__ import main as serve
     serve()
 

@@ -95,13 +95,10 @@ class ModelClient:
         self.structured_items = 0
         self.structured_valid_first_try = 0
 
-    def _attempt_loop(self, request: ChatRequest, call: Callable | None = None,
-                      queued: list[float] | None = None) -> tuple[ChatReply, int]:
+    def _attempt_loop(self, request: ChatRequest, call: Callable, queued: list[float]) -> tuple[ChatReply, int]:
         """`call` with retries and back-off, each attempt in a limiter slot; the seconds spent
         waiting for slots are appended to `queued`."""
         retry = self.cfg.retry
-        call = call or self.backend.complete
-        queued = [] if queued is None else queued
         for attempt in range(1, retry.max_attempts + 1):
             try:
                 asked = time.monotonic()
